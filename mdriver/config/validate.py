@@ -180,11 +180,11 @@ def _placement(r: _Reader, raw: Any, path: str, databases: int, datasources: dic
         if first < 0 or last >= databases:
             r.error(f"{path}.{ds}", f"range {first}-{last} is outside 0-{databases - 1}")
             continue
+        overlap = [i for i in range(first, last + 1) if i in owner]
+        if overlap:
+            r.error(f"{path}.{ds}", f"database {_ranges_text(overlap)} is also placed on {owner[overlap[0]]} (overlap)")
         for i in range(first, last + 1):
-            if i in owner:
-                r.error(f"{path}.{ds}", f"database {i} is also placed on {owner[i]} (overlap)")
-                break
-            owner[i] = ds
+            owner.setdefault(i, ds)
         placements.append(Placement(ds, first, last))
     if d:
         missing = [i for i in range(databases) if i not in owner]
@@ -222,6 +222,7 @@ def _migration(r: _Reader, raw: Any, path: str, datasources: dict) -> Migration 
 
 def _table(r: _Reader, schema: str, name: str, raw: Any, datasources: dict) -> TableRule | None:
     path = f"schemas.{schema}.tables.{name}"
+    errors_before = len(r.errors)
     d = r.mapping(raw, path, TABLE_KEYS)
     broadcast = r.get(d, "broadcast", path, bool, False)
     shard_key = r.get(d, "shard_key", path, str, None)
@@ -278,8 +279,8 @@ def _table(r: _Reader, schema: str, name: str, raw: Any, datasources: dict) -> T
     elif function is not None:
         r.error(f"{path}.function", "only used with algorithm: custom")
     migration = _migration(r, d["migration"], f"{path}.migration", datasources) if d.get("migration") is not None else None
-    if None in (shard_key, algorithm, databases, per_db) or not placement:
-        return None
+    if len(r.errors) > errors_before or not placement:
+        return None  # already reported; a half-built rule would only cause follow-on errors
     return TableRule(
         name, shard_key, algorithm, databases, per_db, placement, False, boundaries, function, shard_fn, migration, id_gen
     )
