@@ -1,0 +1,298 @@
+"""Proxy throughput against direct MariaDB and a plain byte relay, measured side by side.
+
+Starts two MariaDB servers (free ports, temp dir), creates the sharded
+``sbtest1`` of config/sbtest.yaml (1024 tables) and loads it, prepares an
+unsharded ``sbtest1`` for the direct arms, then runs sysbench against three
+targets, interleaved and repeated:
+
+* direct: MariaDB itself (unsharded table)
+* relay:  socat forwarding bytes to that MariaDB (what any proxy costs at least)
+* proxy:  mdriver-proxy in front of the 32 x 32 layout
+
+It prints medians and ratios (proxy/direct, proxy/relay), the proxy's CPU
+time per query from /proc/<pid>/stat, and the latency the proxy adds at one
+thread. Ratios are what to compare: the machine is shared (DESIGN §8).
+
+    .venv/bin/python bench/bench_proxy.py --rounds 3 --time 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mdriver.config import load_config  # noqa: E402
+from mdriver.sandbox.cluster import MariaDBInstance, free_port, start_all, stop_all  # noqa: E402
+from mdriver.sandbox.configfile import write_config_with_ports  # noqa: E402
+from mdriver.sandbox.layout import create_layout, plan_layout, read_schema_file  # noqa: E402
+from mdriver.sharding import locate  # noqa: E402
+
+SBTEST_CONFIG = os.path.join(ROOT, "config", "sbtest.yaml")
+SBTEST_SCHEMA = os.path.join(ROOT, "tests", "integration", "proxy", "sbtest_schema.sql")
+USER, PASSWORD = "sbtest", "sbtest-secret"
+DIRECT_DB = "sbdirect"
+
+
+# -- data ---------------------------------------------------------------------------
+
+def _sb_string(rng: random.Random, groups: int) -> str:
+    """sysbench's c/pad shape: groups of 11 digits separated by '-'."""
+    return "-".join("".join(rng.choice("0123456789") for _ in range(11)) for _ in range(groups))
+
+
+def sbtest_rows(table_size: int, seed: int = 1):
+    rng = random.Random(seed)
+    for i in range(1, table_size + 1):
+        yield i, rng.randint(1, table_size), _sb_string(rng, 10), _sb_string(rng, 5)
+
+
+def create_sbtest(config, connect) -> None:
+    """Create every physical sbtest1 table of the config (idempotent)."""
+    create_layout(plan_layout(config, read_schema_file(SBTEST_SCHEMA)), connect)
+
+
+def load_sbtest(config, connect, table_size: int, seed: int = 1) -> None:
+    """Fill the sharded sbtest1 with ``table_size`` rows (ids 1..n), straight into the physical tables."""
+    schema = config.schemas["sbtest"]
+    rule = schema.tables["sbtest1"]
+    per_table: dict[tuple, list] = {}
+    for row in sbtest_rows(table_size, seed):
+        loc = locate(schema, rule, row[0])
+        per_table.setdefault((loc.datasource, loc.database, loc.table), []).append(row)
+    conns = {}
+    try:
+        for (ds, db, table), rows in sorted(per_table.items()):
+            conn = conns.get(ds) or conns.setdefault(ds, connect(ds))
+            with conn.cursor() as cur:
+                cur.execute(f"DELETE FROM `{db}`.`{table}`")
+                cur.executemany(f"INSERT INTO `{db}`.`{table}` (id, k, c, pad) VALUES (%s, %s, %s, %s)", rows)
+            conn.commit()
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def load_direct(connect, ds: str, table_size: int, seed: int = 1) -> None:
+    """The same rows in one unsharded table, for the direct and relay arms."""
+    conn = connect(ds)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DIRECT_DB}`")
+            ddl = open(SBTEST_SCHEMA, encoding="utf-8").read().split("CREATE TABLE", 1)[1]
+            cur.execute(f"DROP TABLE IF EXISTS `{DIRECT_DB}`.sbtest1")
+            cur.execute(f"CREATE TABLE `{DIRECT_DB}`." + ddl.strip().rstrip(";").strip())
+            rows = list(sbtest_rows(table_size, seed))
+            for i in range(0, len(rows), 1000):
+                cur.executemany(f"INSERT INTO `{DIRECT_DB}`.sbtest1 (id, k, c, pad) VALUES (%s, %s, %s, %s)", rows[i:i + 1000])
+            cur.execute(f"CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'")
+            cur.execute(f"GRANT ALL ON `{DIRECT_DB}`.* TO '{USER}'@'127.0.0.1'")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+# -- processes ----------------------------------------------------------------------------
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def start_proxy(config_path: str, port: int, log_path: str, workers: int = 1) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", config_path, "--listen", f"127.0.0.1:{port}",
+                             "--log-level", "WARNING", "--workers", str(workers)], cwd=ROOT, stdout=log, stderr=log)
+    wait_port(port)
+    time.sleep(0.5 if workers > 1 else 0)  # let every worker bind
+    return proc
+
+
+def start_relay(listen: int, target: int) -> subprocess.Popen:
+    socat = shutil.which("socat")
+    if socat is None:
+        raise RuntimeError("socat is not installed (apt-get install socat)")
+    # nodelay on both sides: without it Nagle + delayed ACKs stall multi-packet results for 40 ms
+    proc = subprocess.Popen([socat, f"TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork,nodelay", f"TCP:127.0.0.1:{target},nodelay"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(listen)
+    return proc
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live children (the workers), from /proc/<pid>/stat."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry))
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# -- sysbench ------------------------------------------------------------------------------------
+
+def sysbench(test: str, port: int, db: str, threads: int, seconds: int, table_size: int, extra=()) -> dict:
+    cmd = ["sysbench", test, "--db-driver=mysql", "--mysql-host=127.0.0.1", f"--mysql-port={port}",
+           f"--mysql-user={USER}", f"--mysql-password={PASSWORD}", f"--mysql-db={db}", "--tables=1",
+           f"--table-size={table_size}", f"--threads={threads}", f"--time={seconds}", "--report-interval=0",
+           "--mysql-ssl=off", *extra, "run"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"sysbench {test} on port {port} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return parse_sysbench(out.stdout)
+
+
+def parse_sysbench(text: str) -> dict:
+    def num(pattern: str) -> float:
+        m = re.search(pattern, text)
+        if not m:
+            raise RuntimeError(f"sysbench output has no {pattern!r}:\n{text[-2000:]}")
+        return float(m.group(1))
+
+    return {
+        "queries": num(r"queries:\s+(\d+)"),
+        "qps": num(r"queries:\s+\d+\s+\(([\d.]+) per sec"),
+        "tps": num(r"transactions:\s+\d+\s+\(([\d.]+) per sec"),
+        "errors": num(r"ignored errors:\s+(\d+)"),
+        "avg_ms": num(r"avg:\s+([\d.]+)"),
+        "p95_ms": num(r"95th percentile:\s+([\d.]+)"),
+    }
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+
+def run(args) -> dict:
+    base = tempfile.mkdtemp(prefix="mdriver-bench-")
+    instances = {name: MariaDBInstance(name, os.path.join(base, name), server_id=i + 1, die_with_parent=True)
+                 for i, name in enumerate(("ds0", "ds1"))}
+    procs: list[subprocess.Popen] = []
+    results: dict = {"config": vars(args), "rounds": []}
+    try:
+        start_all(instances.values())
+        proxy_port, relay_port = free_port(), free_port()
+        cfg_path = write_config_with_ports(SBTEST_CONFIG, os.path.join(base, "sbtest.yaml"),
+                                           {n: i.port for n, i in instances.items()}, proxy_listen=f"127.0.0.1:{proxy_port}",
+                                           metrics=f"127.0.0.1:{free_port()}")
+        config = load_config(cfg_path)
+
+        def connect(ds, **kw):
+            return instances[ds].connect(**kw)
+
+        print("creating 1024 sbtest1 tables and loading data ...", file=sys.stderr)
+        create_sbtest(config, connect)
+        load_sbtest(config, connect, args.table_size)
+        load_direct(connect, "ds0", args.table_size)
+        proxy = start_proxy(cfg_path, proxy_port, os.path.join(base, "proxy.log"), args.proxy_workers)
+        procs.append(proxy)
+        procs.append(start_relay(relay_port, instances["ds0"].port))
+        arms = {"direct": (instances["ds0"].port, DIRECT_DB), "relay": (relay_port, DIRECT_DB), "proxy": (proxy_port, "sbtest")}
+        tests = [("oltp_point_select", args.threads), ("oltp_point_select", 1)]
+        if not args.point_select_only:
+            tests += [("oltp_read_only", args.threads), ("oltp_read_write", args.threads)]
+        for rnd in range(args.rounds):
+            order = list(arms)
+            if rnd % 2:
+                order.reverse()
+            row = {}
+            for test, threads in tests:
+                for arm in order:
+                    port, db = arms[arm]
+                    cpu0 = cpu_seconds(proxy.pid) if arm == "proxy" else 0.0
+                    r = sysbench(test, port, db, threads, args.time, args.table_size)
+                    if arm == "proxy":
+                        r["cpu_us_per_query"] = (cpu_seconds(proxy.pid) - cpu0) / max(r["queries"], 1) * 1e6
+                    row[f"{test}/{threads}/{arm}"] = r
+                    print(f"round {rnd + 1} {test} threads={threads} {arm}: {r['qps']:.0f} qps, avg {r['avg_ms']:.3f} ms"
+                          + (f", {r['cpu_us_per_query']:.0f} us CPU/query" if arm == "proxy" else ""), file=sys.stderr)
+            results["rounds"].append(row)
+        results["summary"] = summarize(results["rounds"], tests)
+        return results
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stop_all(instances.values())
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def summarize(rounds: list[dict], tests) -> dict:
+    out = {}
+    for test, threads in tests:
+        key = f"{test}/{threads}"
+        med = {arm: statistics.median(r[f"{key}/{arm}"]["qps"] for r in rounds) for arm in ("direct", "relay", "proxy")}
+        lat = {arm: statistics.median(r[f"{key}/{arm}"]["avg_ms"] for r in rounds) for arm in ("direct", "relay", "proxy")}
+        cpu = statistics.median(r[f"{key}/proxy"]["cpu_us_per_query"] for r in rounds)
+        errors = sum(r[f"{key}/proxy"]["errors"] for r in rounds)
+        out[key] = {"qps": med, "avg_ms": lat, "proxy_direct": med["proxy"] / med["direct"], "proxy_relay": med["proxy"] / med["relay"],
+                    "relay_direct": med["relay"] / med["direct"], "proxy_cpu_us_per_query": cpu, "proxy_errors": errors,
+                    "added_latency_ms": lat["proxy"] - lat["direct"]}
+    return out
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| sysbench test | threads | direct qps | relay qps | proxy qps | proxy/direct | proxy/relay | proxy CPU/query | avg latency direct / proxy |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        test, threads = key.split("/")
+        q = s["qps"]
+        lines.append(f"| {test} | {threads} | {q['direct']:.0f} | {q['relay']:.0f} | {q['proxy']:.0f} | {s['proxy_direct']:.2f} | "
+                     f"{s['proxy_relay']:.2f} | {s['proxy_cpu_us_per_query']:.0f} us | {s['avg_ms']['direct']:.3f} / {s['avg_ms']['proxy']:.3f} ms |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--time", type=int, default=20, help="seconds per sysbench run")
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--table-size", type=int, default=10000)
+    p.add_argument("--point-select-only", action="store_true", help="skip oltp_read_only and oltp_read_write")
+    p.add_argument("--proxy-workers", type=int, default=1, help="mdriver-proxy --workers (default %(default)s)")
+    p.add_argument("--json", metavar="FILE", help="also write all measurements as JSON")
+    args = p.parse_args(argv)
+    if shutil.which("sysbench") is None:
+        print("bench_proxy: sysbench is not installed", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop servers and remove temp files on SIGTERM too
+    results = run(args)
+    print(markdown(results["summary"]))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

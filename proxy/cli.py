@@ -1,0 +1,229 @@
+"""``mdriver-proxy``: serve the sharded layout of a config as one MySQL database."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import logging
+import signal
+import sys
+import time
+
+DESCRIPTION = """\
+Serve the logical schemas of an mdriver config over the MySQL protocol, so any
+MySQL client (the mariadb CLI, JDBC, Node, Go, PyMySQL ...) sees one database
+while statements are routed to the physical shards.
+
+Clients log in with the users of the config's proxy.users section; backend
+credentials come from datasources and are never shown to clients.
+The config is reloaded when it changes (a file is polled every second, etcd
+is watched); an invalid version is refused and the running config kept.
+SIGHUP re-reads it at once. SIGTERM/SIGINT stop accepting connections and let
+running statements finish (--shutdown-timeout).
+"""
+
+EPILOG = """\
+examples:
+  mdriver-proxy --config config/sharding.yaml
+  mdriver-proxy --config config/sharding.yaml --listen 0.0.0.0:3307
+  mdriver-proxy --config etcd://127.0.0.1:2379/mdriver
+"""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:3307")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mdriver-proxy", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="config file (YAML) or etcd://host:port/prefix; see config/sharding.yaml")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default: proxy.listen of the config)")
+    p.add_argument("--auth-plugin", choices=("mysql_native_password", "caching_sha2_password"), default="mysql_native_password",
+                   help="authentication plugin offered in the handshake (both are accepted; default %(default)s)")
+    p.add_argument("--config-cache", metavar="FILE",
+                   help="keep the last good config here and start from it when the config source is unreachable")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long running statements may take to finish (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="worker processes sharing the listening port (SO_REUSEPORT); each has its own backend pools, "
+                        "so a datasource may get up to N x max_connections connections; worker i serves metrics on "
+                        "the metrics port + i (default %(default)s)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default %(default)s")
+    p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop even if uvloop is installed")
+    return p
+
+
+def _load(source: str):
+    from mdriver.config import ConfigError, ConfigSourceError, load_config
+
+    try:
+        return load_config(source), None
+    except (ConfigSourceError, ConfigError) as e:
+        return None, str(e)
+
+
+async def _serve(config, args, listen, worker: int = 0) -> int:
+    from mdriver.config.watch import ConfigWatcher
+    from proxy.server import ProxyServer, ServerOptions
+
+    loop = asyncio.get_running_loop()
+    # Hot reload: the watcher polls a file or watches etcd; an invalid version keeps the running one.
+    hooks: dict = {}  # filled once the server exists
+    watcher = ConfigWatcher(args.config, cache_path=args.config_cache,
+                            on_reject=lambda revision, problem: hooks["reject"](revision, problem) if "reject" in hooks else None)
+    try:
+        watcher.start()
+        config = watcher.current
+    except Exception as e:  # noqa: BLE001 - the source changed between the check in main() and now
+        print(f"mdriver-proxy: invalid config: {e}", file=sys.stderr)
+        return 2
+    options = ServerOptions(listen_host=listen[0] if listen else None, listen_port=listen[1] if listen else None,
+                            auth_plugin=args.auth_plugin, worker=worker, workers=args.workers)
+    server = ProxyServer(config, options, loop)
+    try:
+        await server.start()
+    except OSError as e:
+        print(f"mdriver-proxy: cannot listen on {server.listen_host}:{server.listen_port}: {e.strerror or e}", file=sys.stderr)
+        server.pools.close()
+        watcher.stop()
+        return 1
+    stop = asyncio.Event()
+    log = logging.getLogger("mdriver.proxy")
+
+    def refused(revision: str, problem: str) -> None:
+        server.reload_errors += 1
+        server.metrics.config_errors += 1
+        log.error("config reload refused, keeping revision %s: %s", server.config.revision, problem)
+
+    watcher.add_listener(lambda new, old: server.reload(new), loop=loop)
+    # etcd: register under <prefix>/clients/ and acknowledge revisions (the migrator's write fence waits for them)
+    from mdriver.config.clients import ClientRegistration
+
+    registration = ClientRegistration.for_source(args.config, "proxy", revision=config.revision)
+    if registration is not None:
+        registration.start()
+        server.acknowledge = registration.ack
+    hooks["reject"] = lambda revision, problem: loop.call_soon_threadsafe(refused, revision, problem)
+
+    def reload() -> None:  # SIGHUP: re-read now instead of at the next poll
+        new, problem = _load(args.config)
+        if problem is not None:
+            refused("?", problem)
+        else:
+            server.reload(new)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    who = f" (worker {worker})" if args.workers > 1 else ""
+    print(f"mdriver-proxy listening on {server.listen_host}:{server.listen_port}{who}", file=sys.stderr, flush=True)
+    await stop.wait()
+    logging.getLogger("mdriver.proxy").info("shutting down (up to %g s for running statements)", args.shutdown_timeout)
+    await server.shutdown(args.shutdown_timeout)
+    watcher.stop()
+    if registration is not None:
+        registration.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    listen = None
+    if args.listen:
+        try:
+            listen = parse_listen(args.listen)
+        except ValueError as e:
+            print(f"mdriver-proxy: {e}", file=sys.stderr)
+            return 2
+    config, problem = _load(args.config)
+    if problem is not None:
+        print(f"mdriver-proxy: invalid config: {problem}", file=sys.stderr)
+        return 2
+    if not config.proxy.users:
+        print(f"mdriver-proxy: {args.config}: proxy.users is empty; no client could log in", file=sys.stderr)
+        return 2
+    # Many short-lived objects per statement: collect the young generation less often.
+    gc.set_threshold(50_000, 20, 20)
+    gc.freeze()
+    run = asyncio.run
+    if not args.no_uvloop:
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:
+            pass
+    if args.workers > 1:
+        return _run_workers(config, args, listen, run)
+    try:
+        return run(_serve(config, args, listen))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_workers(config, args, listen, run) -> int:
+    """Fork workers that share the port; forward signals; restart a worker that dies."""
+    log = logging.getLogger("mdriver.proxy")
+    port = listen[1] if listen else config.proxy.listen_port
+    if port == 0:
+        print("mdriver-proxy: --workers needs a fixed port (not 0)", file=sys.stderr)
+        return 2
+    children: dict[int, tuple[int, float]] = {}
+    stopping = False
+
+    def spawn(i: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            try:
+                code = run(_serve(config, args, listen, worker=i))
+            except KeyboardInterrupt:
+                code = 130
+            os._exit(code)
+        children[pid] = (i, time.monotonic())
+
+    def forward(signum, frame) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for i in range(args.workers):
+        spawn(i)
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        i, started = children.pop(pid, (None, 0.0))
+        if i is None or stopping:
+            continue
+        if time.monotonic() - started < 2.0:
+            log.error("worker %d failed at startup (status %d); stopping", i, code)
+            status = 1
+            forward(signal.SIGTERM, None)
+            continue
+        log.error("worker %d exited unexpectedly (status %d); restarting it", i, code)
+        spawn(i)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

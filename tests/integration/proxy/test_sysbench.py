@@ -1,0 +1,90 @@
+"""sysbench oltp_read_write through the proxy (server-side prepared statements) on a 32 x 32 sbtest1."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+from mdriver.config import load_config
+from mdriver.sandbox.cluster import free_port
+from mdriver.sandbox.configfile import write_config_with_ports
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import bench_proxy  # noqa: E402
+
+TABLE_SIZE = 10000
+pytestmark = pytest.mark.skipif(shutil.which("sysbench") is None, reason="sysbench is not installed")
+
+
+@pytest.fixture(scope="module")
+def sbtest_proxy(mariadb_cluster, tmp_path_factory):
+    from conftest import RunningProxy
+
+    path = str(tmp_path_factory.mktemp("sbtest") / "sbtest.yaml")
+    write_config_with_ports(bench_proxy.SBTEST_CONFIG, path, {n: i.port for n, i in mariadb_cluster.instances.items()},
+                            proxy_listen=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}")
+    config = load_config(path)
+
+    def connect(ds, **kw):
+        return mariadb_cluster.instances[ds].connect(**kw)
+
+    bench_proxy.create_sbtest(config, connect)
+    bench_proxy.load_sbtest(config, connect, TABLE_SIZE)
+    running = RunningProxy(config)
+    yield running
+    running.stop()
+
+
+def run_sysbench(proxy, test: str, seconds: int, threads: int = 4) -> dict:
+    return bench_proxy.sysbench(test, proxy.port, "sbtest", threads, seconds, TABLE_SIZE)
+
+
+def count_rows(proxy) -> int:
+    conn = proxy.connect(user="sbtest", password="sbtest-secret", database="sbtest", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*), SUM(id) FROM sbtest1")
+            return cur.fetchone()
+    finally:
+        conn.close()
+
+
+def test_oltp_read_write_short(sbtest_proxy):
+    r = run_sysbench(sbtest_proxy, "oltp_read_write", 10)
+    assert r["errors"] == 0 and r["tps"] > 0
+    # oltp_read_write deletes and re-inserts the same ids: the table is unchanged in size.
+    assert count_rows(sbtest_proxy) == (TABLE_SIZE, TABLE_SIZE * (TABLE_SIZE + 1) // 2)
+
+
+def test_point_select_and_read_only(sbtest_proxy):
+    for test in ("oltp_point_select", "oltp_read_only"):
+        r = run_sysbench(sbtest_proxy, test, 5)
+        assert r["errors"] == 0 and r["qps"] > 0, test
+
+
+@pytest.mark.slow
+def test_oltp_read_write_60s(sbtest_proxy):
+    r = run_sysbench(sbtest_proxy, "oltp_read_write", 60)
+    print("oltp_read_write 60 s through the proxy:", r)
+    assert r["errors"] == 0 and r["tps"] > 0
+    assert count_rows(sbtest_proxy) == (TABLE_SIZE, TABLE_SIZE * (TABLE_SIZE + 1) // 2)
+
+
+def test_sysbench_output_parser():
+    sample = """
+SQL statistics:
+    queries performed:
+        read:                            1400
+    transactions:                        100    (9.99 per sec.)
+    queries:                             2000   (199.80 per sec.)
+    ignored errors:                      0      (0.00 per sec.)
+    reconnects:                          0      (0.00 per sec.)
+Latency (ms):
+         min:                                    1.23
+         avg:                                    4.56
+         95th percentile:                        7.89
+"""
+    assert bench_proxy.parse_sysbench(sample) == {"queries": 2000, "qps": 199.8, "tps": 9.99, "errors": 0, "avg_ms": 4.56, "p95_ms": 7.89}
