@@ -12,6 +12,8 @@ say() { printf 'install: %s\n' "$*"; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
 
 PACKAGES=(mariadb-server mariadb-client etcd-server sysbench socat)
+# Node.js runs the proxy's test with a non-Python client (mysql2 from npm).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then

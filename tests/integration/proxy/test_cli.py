@@ -69,6 +69,8 @@ class Proxy:
         self.doc["proxy"]["listen"] = f"127.0.0.1:{self.port}"
         self.doc["proxy"]["metrics"] = f"127.0.0.1:{self.metrics_port}"
         self.doc["proxy"].update(proxy_changes)
+        if self.doc["proxy"].get("metrics") is None:
+            self.doc["proxy"].pop("metrics", None)
         self.path = tmp_path / "proxy.yaml"
         self.write()
         self.log = open(tmp_path / "proxy.log", "w+")
@@ -198,8 +200,22 @@ def test_metrics_endpoint(cli_proxy):
     assert "mdriver_proxy_scatter_total 1.0" in text
 
 
+def test_metrics_port_in_use_is_named(mariadb_cluster, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with open(mariadb_cluster.config_path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        doc["proxy"]["metrics"] = f"127.0.0.1:{port}"
+        path = tmp_path / "m.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        out = run_cli("--config", str(path), "--listen", f"127.0.0.1:{free_port()}")
+    assert out.returncode == 1 and f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_workers_share_the_port(cli_proxy):
-    p = cli_proxy("--workers", "2")
+    p = cli_proxy("--workers", "2", metrics=None)  # worker i would serve metrics on port + i: not reserved here
     workers = set()
     for _ in range(20):
         c = p.connect()

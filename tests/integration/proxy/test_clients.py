@@ -123,7 +123,6 @@ def test_sqlalchemy_orm(proxy, clean):
         engine.dispose()
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_node_mysql2(proxy, clean):
     if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "mysql2")):
         npm = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300)

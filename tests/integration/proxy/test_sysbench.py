@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import pytest
@@ -14,15 +13,13 @@ from mdriver.sandbox.configfile import write_config_with_ports
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench_proxy  # noqa: E402
+from proxy_harness import RunningProxy  # noqa: E402
 
 TABLE_SIZE = 10000
-pytestmark = pytest.mark.skipif(shutil.which("sysbench") is None, reason="sysbench is not installed")
 
 
 @pytest.fixture(scope="module")
 def sbtest_proxy(mariadb_cluster, tmp_path_factory):
-    from conftest import RunningProxy
-
     path = str(tmp_path_factory.mktemp("sbtest") / "sbtest.yaml")
     write_config_with_ports(bench_proxy.SBTEST_CONFIG, path, {n: i.port for n, i in mariadb_cluster.instances.items()},
                             proxy_listen=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}")
