@@ -41,6 +41,10 @@ class PoolOptions:
     found_rows: bool = False  # CLIENT_FOUND_ROWS: UPDATE reports matched rows (SQLAlchemy relies on it)
 
 
+# Server errors after which the server closes the connection: it must never go back to the pool.
+FATAL_SERVER_ERRORS = frozenset({err.ER_NET_PACKET_TOO_LARGE, 1053, 1927, 4031})  # too large, shutdown, killed, idle
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     """Client-side errors (CR_* >= 2000, closed socket, timeouts): the server is gone or unreachable."""
     if isinstance(exc, (OSError, pymysql.err.InterfaceError)):
@@ -88,8 +92,10 @@ class Backend:
                 textproto.init_db(raw, database)
                 self.database = database
             return textproto.query(raw, sql, self.meta)
-        except err.Error:
-            raise  # the server's answer: the connection is fine
+        except err.Error as e:
+            if e.errno in FATAL_SERVER_ERRORS:
+                self.broken = True  # the server has closed (or is closing) this connection
+            raise
         except textproto.Lost as e:
             self.broken = True
             raw._force_close()
@@ -168,7 +174,10 @@ class Pool:
                 client_flag=CLIENT.MULTI_STATEMENTS | (CLIENT.FOUND_ROWS if self.options.found_rows else 0),
             )
         except BaseException as e:
-            raise translate(e, self.label) from None
+            error = translate(e, self.label)
+            if not isinstance(error, err.BackendError):  # e.g. 1045 from the server: say which datasource refused
+                error = type(error)(error.errno, f"datasource {self.label}: {error.msg}", sqlstate=error.sqlstate)
+            raise error from None
         textproto.set_socket_timeouts(raw, ds.read_timeout, ds.read_timeout)
         return Backend(raw, self)
 
