@@ -89,7 +89,10 @@ async def _serve(config, args, listen, worker: int = 0) -> int:
     try:
         await server.start()
     except OSError as e:
-        print(f"mdriver-proxy: cannot listen on {server.listen_host}:{server.listen_port}: {e.strerror or e}", file=sys.stderr)
+        what = e.strerror or str(e)
+        if not what.startswith("cannot serve metrics"):
+            what = f"cannot listen on {server.listen_host}:{server.listen_port}: {what}"
+        print(f"mdriver-proxy: {what}", file=sys.stderr)
         server.pools.close()
         watcher.stop()
         return 1

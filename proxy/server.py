@@ -123,7 +123,12 @@ class ProxyServer:
         p = self.config.proxy
         if self.options.metrics and p.metrics_port is not None:
             # with several workers, worker i serves its own metrics on metrics_port + i
-            self._metrics_server = await serve_metrics(self.metrics, p.metrics_host or "127.0.0.1", p.metrics_port + self.options.worker)
+            host, port = p.metrics_host or "127.0.0.1", p.metrics_port + self.options.worker
+            try:
+                self._metrics_server = await serve_metrics(self.metrics, host, port)
+            except OSError as e:
+                self._server.close()
+                raise OSError(e.errno, f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
         self.accepting = True
         self._tasks.append(self.loop.create_task(self._housekeeping()))
         if self.options.recovery_interval > 0 and self.options.worker == 0:

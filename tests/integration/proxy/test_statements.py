@@ -277,13 +277,16 @@ def test_large_result_to_a_slow_client_is_streamed_with_backpressure(proxy, clea
         conn.close()
 
 
-def test_deadlock_rolls_back_the_whole_transaction_like_mysql(proxy, clean):
+def test_deadlock_rolls_back_the_whole_transaction_like_mysql(proxy, clean, mariadb_cluster):
     import threading
 
     setup = proxy.connect(autocommit=True)
+    monitor = mariadb_cluster.connect("ds0")
     q(setup, "INSERT INTO user_relation (id, uid, target_uid) VALUES (1, 5, 0), (2, 6, 0)")  # both on ds0 (app_00)
     a, b = proxy.connect(), proxy.connect()
     try:
+        for c in (a, b):
+            q(c, "SET innodb_lock_wait_timeout = 10")  # a missed deadlock fails fast with 1205
         q(a, "INSERT INTO user_relation (id, uid, target_uid) VALUES (3, 600, 0)")  # a's branch on ds1
         q(a, "UPDATE user_relation SET remark = 'a' WHERE uid = 5")
         q(b, "UPDATE user_relation SET remark = 'b' WHERE uid = 6")
@@ -298,7 +301,13 @@ def test_deadlock_rolls_back_the_whole_transaction_like_mysql(proxy, clean):
 
         t = threading.Thread(target=a_waits)
         t.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # a is really waiting for b's lock before b closes the cycle
+            with monitor.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.02)
         try:
             q(b, "UPDATE user_relation SET remark = 'b' WHERE uid = 5")
             outcome["b"] = "ok"
@@ -313,11 +322,11 @@ def test_deadlock_rolls_back_the_whole_transaction_like_mysql(proxy, clean):
         winner.commit()
         rows = q(setup, "SELECT uid, remark FROM user_relation ORDER BY uid")
         if victim is a:
-            assert rows == ((5, None), (6, "b"))  # a's insert on ds1 was rolled back with the rest
+            assert rows == ((5, None), (6, "b")), (outcome, rows)  # a's insert on ds1 was rolled back with the rest
         else:
-            assert rows == ((5, "a"), (6, "a"), (600, None))
+            assert rows == ((5, "a"), (6, "a"), (600, None)), (outcome, rows)
     finally:
-        for c in (a, b, setup):
+        for c in (a, b, setup, monitor):
             c.close()
 
 
