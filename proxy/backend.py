@@ -193,6 +193,7 @@ class BackendConnection(asyncio.Protocol):
         self.collation = "utf8mb4_general_ci"
         self.state_key: object = None  # the session state last replayed here (identity-compared)
         self.in_transaction = False
+        self.checked_out = False  # handed out by the pool and not given back yet
         self.created = loop.time()
         self.last_used = self.created
         self.pool = None  # set by the pool that owns it
@@ -295,6 +296,8 @@ class BackendConnection(asyncio.Protocol):
     def _finish(self, handler: Handler) -> None:
         fut = self.future
         self.future = None
+        if self._paused:  # the response is complete: flow control (see the client's pause_writing) is over
+            self.resume_reading()
         if handler.error is not None and handler.error.errno in CONNECTION_FATAL_ERRNOS:
             # The server closes the connection after these: never hand it out again.
             self.close()

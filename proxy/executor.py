@@ -358,6 +358,7 @@ class Executor:
 
     def _relay_done(self, q: ShardQuery, conn, relay, prelude_handlers) -> None:
         self.client.relaying = None
+        conn.resume_reading()  # it may have been paused for a slow client
         s = self.session
         if prelude_handlers:
             self.preludes_done(conn, q, prelude_handlers)

@@ -69,6 +69,7 @@ class BackendPool:
             conn = idle.pop()
             if not conn.closed:
                 self.in_use += 1
+                conn.checked_out = True
                 return conn
         return None
 
@@ -84,13 +85,19 @@ class BackendPool:
         else:
             conn = await self._connect(flavor)
         self.in_use += 1
+        conn.checked_out = True
         if self.metrics is not None:
             self.metrics.pool_wait_seconds(self.ds.name, self.loop.time() - start)
         return conn
 
     def release(self, conn: BackendConnection) -> None:
         """Give a connection back; it must be idle (no request in flight)."""
+        if not conn.checked_out:
+            log.error("%r given back twice; ignoring the second time", conn)  # never let two owners share it
+            return
+        conn.checked_out = False
         self.in_use -= 1
+        conn.resume_reading()
         if conn.closed:
             return
         if conn.busy() or conn.in_transaction:

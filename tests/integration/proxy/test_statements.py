@@ -282,7 +282,17 @@ def test_deadlock_rolls_back_the_whole_transaction_like_mysql(proxy, clean, mari
 
     setup = proxy.connect(autocommit=True)
     monitor = mariadb_cluster.connect("ds0")
-    q(setup, "INSERT INTO user_relation (id, uid, target_uid) VALUES (1, 5, 0), (2, 6, 0)")  # both on ds0 (app_00)
+    try:
+        q(setup, "INSERT INTO user_relation (id, uid, target_uid) VALUES (1, 5, 0), (2, 6, 0)")  # both on ds0 (app_00)
+    except pymysql.err.MySQLError:
+        with monitor.cursor() as cur:  # what holds the rows (diagnostics for a failure)
+            cur.execute("SELECT trx_id, trx_state, trx_started, trx_mysql_thread_id, trx_query FROM information_schema.INNODB_TRX")
+            trx = cur.fetchall()
+            cur.execute("XA RECOVER")
+            xa = cur.fetchall()
+            cur.execute("SELECT ID, USER, DB, COMMAND, TIME, STATE, INFO FROM information_schema.PROCESSLIST")
+            procs = cur.fetchall()
+        raise AssertionError(f"setup insert blocked: trx={trx} xa={xa} processlist={procs}")
     a, b = proxy.connect(), proxy.connect()
     try:
         for c in (a, b):
@@ -364,3 +374,23 @@ def test_show_grants_and_processlist_describe_the_proxy_session(conn):
     rows = q(conn, "SHOW PROCESSLIST")
     mine = [r for r in rows if r[0] == conn.thread_id()]
     assert mine and mine[0][1] == "app" and mine[0][3] == "app" and mine[0][7] == "SHOW PROCESSLIST"
+
+
+def test_connection_used_by_a_slow_client_is_reusable_afterwards(make_proxy, clean):
+    """A relay paused for a slow client must not leave its backend connection paused in the pool."""
+    p = make_proxy(datasources={"ds0": {"max_connections": 1}}, backend_timeout=3)
+    slow = p.connect(autocommit=True, cursorclass=pymysql.cursors.SSCursor)
+    other = p.connect(autocommit=True)
+    try:
+        for _ in range(2):
+            with slow.cursor() as cur:
+                cur.execute("SELECT seq, REPEAT('x', 1000000) FROM seq_1_to_30")
+                for i, _row in enumerate(cur, start=1):
+                    if i % 3 == 0:
+                        time.sleep(0.1)
+            start = time.monotonic()
+            assert q(other, "SELECT COUNT(*) FROM user_relation WHERE uid = 5") == ((0,),)  # the same backend connection
+            assert time.monotonic() - start < 1
+    finally:
+        slow.close()
+        other.close()
