@@ -34,6 +34,7 @@ from mdriver.wire.packets import (
 )
 from mdriver.wire.response import COLUMN, OK as K_OK, PARAM, PREPARE_OK, ROW, ROWS_END, ROWS_STATE, ResponseTracker
 from mdriver.wire.values import parse_text_row
+from proxy.stmtcache import BackendStatements
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ class Swallow(Collect):
 class BackendConnection(asyncio.Protocol):
     """A client connection to one datasource; not shared by two requests at once."""
 
-    def __init__(self, ds: DataSource, loop: asyncio.AbstractEventLoop, flavor: int = 0, timeout: float = 10.0):
+    def __init__(self, ds: DataSource, loop: asyncio.AbstractEventLoop, flavor: int = 0, timeout: float = 10.0,
+                 statements: int = 0):
         self.ds = ds
         self.loop = loop
         self.flavor = flavor  # extra capability flags (CLIENT_FOUND_ROWS) fixed for the connection's life
@@ -194,6 +196,7 @@ class BackendConnection(asyncio.Protocol):
         self.state_key: object = None  # the session state last replayed here (identity-compared)
         self.in_transaction = False
         self.checked_out = False  # handed out by the pool and not given back yet
+        self.statements = BackendStatements(statements)  # prepared here for clients' prepared statements
         self.created = loop.time()
         self.last_used = self.created
         self.pool = None  # set by the pool that owns it

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes sharing the listening port (SO_REUSEPORT); each has its own backend pools, "
                         "so a datasource may get up to N x max_connections connections; worker i serves metrics on "
                         "the metrics port + i (default %(default)s)")
+    p.add_argument("--backend-statements", type=int, default=1024, metavar="N",
+                   help="a client's prepared statement that lands on one shard runs as a prepared statement on the "
+                        "backend; each backend connection keeps at most N of them, so keep N x connections per server "
+                        "below its max_prepared_stmt_count; 0 runs every statement as text (default %(default)s)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default %(default)s")
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop even if uvloop is installed")
     return p
@@ -84,7 +88,8 @@ async def _serve(config, args, listen, worker: int = 0) -> int:
         print(f"mdriver-proxy: invalid config: {e}", file=sys.stderr)
         return 2
     options = ServerOptions(listen_host=listen[0] if listen else None, listen_port=listen[1] if listen else None,
-                            auth_plugin=args.auth_plugin, worker=worker, workers=args.workers)
+                            auth_plugin=args.auth_plugin, worker=worker, workers=args.workers,
+                            backend_statements=max(args.backend_statements, 0))
     server = ProxyServer(config, options, loop)
     try:
         await server.start()

@@ -21,6 +21,7 @@ from mdriver.wire.framing import frame
 from mdriver.wire.packets import EOF, OK, make_eof, make_ok, parse_change_user, parse_set_option
 from proxy import admin, prepared, scatter
 from proxy.backend import Swallow
+from proxy.fastpath import KINDS, Job, malformed
 from proxy.pool import give_back
 from proxy.results import PacketWriter, Relay, write_result_set
 from proxy.session import mark_applied, replay_sql
@@ -28,26 +29,8 @@ from proxy.sqltext import first_word
 
 log = logging.getLogger(__name__)
 
-DONE, PENDING = "done", "pending"
 # Errors after which the server has rolled back the whole transaction (not just the statement).
 TXN_ABORTING_ERRNOS = frozenset((1213, 1402, 1613, 1614))
-ER_MALFORMED_PACKET = 1835
-
-
-class Job:
-    """A statement handed from the fast path to the task path, with what was already worked out."""
-
-    __slots__ = ("sql", "binary", "params", "word", "plan", "routing")
-
-    def __init__(self, sql: str, binary: bool, params, word: str, plan=None):
-        self.sql = sql
-        self.binary = binary
-        self.params = params
-        self.word = word
-        self.plan = plan
-        self.routing = None
-
-_KINDS = {"SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete", "REPLACE": "replace"}
 
 
 class Executor:
@@ -107,7 +90,7 @@ class Executor:
         except err.MySQLError as e:
             self.error(e)
         except ProtocolError as e:
-            self.error(err.error(err.InterfaceError, ER_MALFORMED_PACKET, f"Malformed communication packet: {e}"))
+            self.error(malformed(e))
         finally:
             if self.held:
                 self.release_held()
@@ -192,7 +175,7 @@ class Executor:
         start = self.loop.time()
         if word is None:
             word = first_word(sql)
-        kind = _KINDS.get(word, "other")
+        kind = KINDS.get(word, "other")
         route = "local"
         try:
             self.inflight = self.routing
@@ -342,7 +325,7 @@ class Executor:
 
     # -- relay --------------------------------------------------------------------------
 
-    def _relay_start(self, q: ShardQuery, conn, binary: bool, callback=None):
+    def relay_start(self, q: ShardQuery, conn, binary: bool, callback=None):
         """Send ``q`` (with pipelined preludes) on ``conn``; the response streams to the client."""
         pre = self.preludes(conn, q)
         prelude_handlers = [Swallow(conn.capabilities) for _ in pre] if pre else []
@@ -356,7 +339,7 @@ class Executor:
         fut = conn.send(wire, prelude_handlers + [relay] if pre else [relay], callback)
         return relay, prelude_handlers, fut
 
-    def _relay_done(self, q: ShardQuery, conn, relay, prelude_handlers) -> None:
+    def relay_done(self, q: ShardQuery, conn, relay, prelude_handlers) -> None:
         self.client.relaying = None
         conn.resume_reading()  # it may have been paused for a slow client
         s = self.session
@@ -384,7 +367,7 @@ class Executor:
         except err.MySQLError as e:
             log.info("rolling back after %s failed: %s", "a deadlock", e.msg)
 
-    def _relay_failed(self, q: ShardQuery, conn, relay, e: err.MySQLError) -> bool:
+    def relay_failed(self, q: ShardQuery, conn, relay, e: err.MySQLError) -> bool:
         """A backend failure mid-relay; True if it was fully handled (the client had part of a result)."""
         self.client.relaying = None
         self.backend_failed(q.datasource, conn)
@@ -406,124 +389,22 @@ class Executor:
             pre = self.preludes(conn, q)
             if pre:
                 await self.run_preludes(conn, q, pre)
-        relay, prelude_handlers, fut = self._relay_start(q, conn, binary)
+        relay, prelude_handlers, fut = self.relay_start(q, conn, binary)
         try:
             await fut
         except err.BackendError as e:
-            if self._relay_failed(q, conn, relay, e):
+            if self.relay_failed(q, conn, relay, e):
                 return
             raise
-        self._relay_done(q, conn, relay, prelude_handlers)
+        self.relay_done(q, conn, relay, prelude_handlers)
 
-    # -- the task-free fast path -------------------------------------------------------------
-
-    def fast(self, payload: bytes):
-        """Serve a single-shard statement on an idle connection by callbacks alone.
-
-        Returns DONE (answered already), PENDING (the backend callback will
-        finish it and call ``client.command_done()``) or a job for the task path:
-        a payload, or a prepared ``Job``.
-        """
-        cmd = payload[0] if payload else -1
-        s = self.session
-        if cmd == c.COM_STMT_EXECUTE:
-            try:
-                job = prepared.bind(self, payload)
-            except err.MySQLError as e:
-                self.error(e)
-                return DONE
-            except ProtocolError as e:
-                self.error(err.error(err.InterfaceError, ER_MALFORMED_PACKET, f"Malformed communication packet: {e}"))
-                return DONE
-            if job.word in admin.LOCAL and (job.word != "SELECT" or (job.params is None and admin.maybe_local_select(job.sql))):
-                return job
-        elif cmd == c.COM_QUERY:
-            sql = payload[1:].decode(s.codec, "surrogateescape")
-            word = first_word(sql)
-            job = Job(sql, False, None, word)
-            if word in admin.LOCAL and (word != "SELECT" or admin.maybe_local_select(sql)):
-                return job
-        else:
-            return payload
-        srv = self.server
-        start = self.loop.time()
-        routing = self.routing
-        try:
-            self.guard(job.sql, job.word, job.params is not None)
-            self.before_routed(job.word)
-            plan, route = routing.plan(s, job.sql, job.params)
-        except err.MySQLError as e:
-            srv.questions += 1
-            srv.metrics.statement(_KINDS.get(job.word, "other"), "error", self.loop.time() - start)
-            self.error(e)
-            return DONE
-        job.plan = (plan, route)
-        job.routing = routing
-        if route != "single":
-            return job
-        q = plan.single
-        conn = s.pinned.get(q.datasource)
-        if conn is None:
-            if s.txn is not None:
-                return job
-            pool = srv.pools.get(q.datasource)
-            conn = pool.acquire_nowait(s.flavor) if pool is not None else None
-            if conn is None:
-                return job
-            self.held.append(conn)
-        elif conn.closed:
-            return job
-        if q.write and (s.txn is not None or self.preludes(conn, q)):
-            self._release_if_held(conn)
-            return job
-        srv.questions += 1
-        kind = _KINDS.get(job.word, "other")
-        self.inflight = routing
-
-        def done(handler, exc) -> None:
-            try:
-                if exc is not None:
-                    if not self._relay_failed(q, conn, relay, exc):
-                        self.error(exc if isinstance(exc, err.MySQLError) else err.error(err.BackendError, err.CR_SERVER_LOST, str(exc)))
-                    srv.metrics.statement(kind, "error", self.loop.time() - start)
-                else:
-                    try:
-                        self._relay_done(q, conn, relay, prelude_handlers)
-                    except err.MySQLError as e:
-                        self.error(e)
-                    srv.metrics.statement(kind, "single", self.loop.time() - start)
-            finally:
-                self.inflight = None
-                if self.held:
-                    self.release_held()
-                if self.txn_aborted:
-                    self.server.track(self._abort_then_done())
-                else:
-                    self.client.command_done()
-
-        try:
-            relay, prelude_handlers, _ = self._relay_start(q, conn, job.binary, done)
-        except err.MySQLError as e:
-            self.inflight = None
-            self.client.relaying = None
-            self._release_if_held(conn)
-            self.error(e)
-            return DONE
-        return PENDING
-
-    async def _abort_then_done(self) -> None:
-        try:
-            await self.abort_transaction()
-        finally:
-            self.client.command_done()
-
-    def _release_if_held(self, conn) -> None:
+    def release_if_held(self, conn) -> None:
         if conn in self.held:
             self.held.remove(conn)
             give_back(conn)
 
     async def run_job(self, job) -> None:
-        """The task path for what ``fast`` handed over."""
+        """The task path for what ``proxy.fastpath.serve`` handed over."""
         if isinstance(job, Job):
             try:
                 if job.routing is not None and job.routing is not self.routing:

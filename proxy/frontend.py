@@ -30,6 +30,7 @@ from mdriver.wire.packets import (
     make_ok,
     parse_handshake_response41,
 )
+from proxy import fastpath
 from proxy.executor import Executor
 from proxy.session import Session
 
@@ -438,16 +439,16 @@ class ClientConnection(asyncio.Protocol):
                 return
             payload, self.reply_seq = self.queue.popleft()
             try:
-                job = executor.fast(payload)
+                job = fastpath.serve(executor, payload)
             except Exception:  # noqa: BLE001 - a bug must not kill the server; tell the client
                 log.exception("internal error serving client %s", self.host)
                 self.send_error(err.ER_UNKNOWN_ERROR, "internal proxy error (see the proxy log)")
                 self.close()
                 return
-            if job == "done":
+            if job is fastpath.DONE:
                 continue
             self.busy = True
-            if job == "pending":
+            if job is fastpath.PENDING:
                 return
             self.task = self.loop.create_task(self._run_job(job))
 
@@ -463,6 +464,10 @@ class ClientConnection(asyncio.Protocol):
             self._finish_closing()
         elif self.queue:
             self._pump()
+
+    def run_on_task(self, job) -> None:
+        """Go on with the command in flight on a task (the fast path found it needs one)."""
+        self.task = self.loop.create_task(self._run_job(job))
 
     def _finish_closing(self) -> None:
         self.server.track(self.executor.close())

@@ -35,6 +35,7 @@ class PoolSettings:
     retry_min: float = 0.2  # backoff between connection probes to a datasource that is down
     retry_max: float = 1.0  # a probe per second per datasource is cheap; recovery should be quick
     abandon_after: float = 120.0  # a background handshake is given up after this long
+    statements: int = 1024  # prepared statements kept per backend connection (proxy.stmtcache); 0: run everything as text
 
 
 class BackendPool:
@@ -191,7 +192,7 @@ class BackendPool:
         self.total += 1
         if self.down:
             self.probing = True
-        conn = BackendConnection(self.ds, self.loop, flavor, self.settings.backend_timeout)
+        conn = BackendConnection(self.ds, self.loop, flavor, self.settings.backend_timeout, self.settings.statements)
         task = self.loop.create_task(self._open(conn))
         task.add_done_callback(lambda t: self._opened(t, conn, fut))
 

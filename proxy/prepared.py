@@ -1,11 +1,13 @@
-"""Server-side prepared statements of clients (COM_STMT_*), on text SQL to the backends.
+"""Server-side prepared statements of clients (COM_STMT_*).
 
-A client statement is a ``?`` template: the router's "qmark" style. It is
-planned per execute with the bound values (the plan cache makes that a
-lookup), and the physical statement runs as text on the backend, whose text
-rows are converted to binary rows for the client. Backends therefore never
-hold one prepared statement per physical table (1024 tables x statements x
-connections would exceed ``max_prepared_stmt_count``).
+A client statement is a ``?`` template: the router's "qmark" style. An
+execute that lands on one shard runs as a prepared statement on that
+backend, with the client's parameters forwarded as they are (see
+proxy.fastpath and proxy.stmtcache, which bounds how many each backend
+connection keeps). Everything else (scatter, transactions, long data, a
+backend that will not prepare more) is planned per execute with the bound
+values and runs as text, whose rows are converted to binary rows for the
+client.
 
 Column metadata for the prepare response comes from preparing one physical
 copy of the statement on a backend (then closing it).
@@ -87,10 +89,12 @@ async def _result_columns(ex, sql: str, n: int, word: str) -> list[ColumnDefinit
     return res.columns
 
 
-def bind(ex, payload: bytes):
-    """Parse a COM_STMT_EXECUTE into a statement job (its long data is consumed)."""
-    from proxy.executor import Job
+def bind(ex, payload: bytes) -> tuple[PreparedStatement, tuple | None, bool]:
+    """Parse a COM_STMT_EXECUTE: (the statement, its parameters or None, whether the packet can be forwarded).
 
+    A packet can be forwarded to a backend's prepared statement unless some
+    parameter came as long data (consumed here).
+    """
     s = ex.session
     stmt_id = peek_statement_id(payload)
     stmt = s.statements.get(stmt_id)
@@ -105,15 +109,17 @@ def bind(ex, payload: bytes):
         stmt.long_data.clear()
     if e.new_params_bound:
         stmt.param_types = e.types
+        start = 11 + ((stmt.num_params + 7) >> 3)
+        stmt.raw_types = payload[start:start + 2 * stmt.num_params]
     if stmt.kind in admin.SESSION_WORDS and stmt.num_params:
         raise err.error(err.NotSupportedError, err.ER_NOT_SUPPORTED_YET,
                         f"{stmt.kind} with parameters as a prepared statement is not supported through the proxy; send it as text")
-    return Job(stmt.sql, True, e.values if stmt.num_params else None, stmt.kind)
+    return stmt, (e.values if stmt.num_params else None), long_data is None
 
 
 async def execute(ex, payload: bytes) -> None:
-    job = bind(ex, payload)
-    await ex.statement(job.sql, job.binary, job.params, job.word)
+    stmt, params, _ = bind(ex, payload)
+    await ex.statement(stmt.sql, True, params, stmt.kind)
 
 
 def send_long_data(ex, payload: bytes) -> None:

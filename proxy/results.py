@@ -13,7 +13,7 @@ import struct
 
 from mdriver.router.types import Column, ShardResult
 from mdriver.wire import constants as c
-from mdriver.wire.codec import Reader, lenenc_int, lenenc_str
+from mdriver.wire.codec import ProtocolError, Reader, lenenc_int
 from mdriver.wire.framing import MAX_FRAME, frame
 from mdriver.wire.packets import (
     EOF,
@@ -26,7 +26,7 @@ from mdriver.wire.packets import (
     parse_err,
 )
 from mdriver.wire.response import ROWS_STATE as _ROWS, COLUMN, COLUMN_COUNT, COLUMNS_EOF, ERR as K_ERR, ROW, ROWS_END, ResponseTracker
-from mdriver.wire.values import binary_encoder, decode_text, encode_binary, make_binary_row, make_text_row, null_bitmap, text_decoder
+from mdriver.wire.values import binary_encoder, decode_text, encode_binary, make_binary_row, make_text_row, text_decoder
 
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
@@ -138,10 +138,6 @@ def _float(raw: bytes) -> bytes:
     return _F32.pack(float(raw))
 
 
-def _lenenc(raw: bytes) -> bytes:
-    return lenenc_str(raw)
-
-
 def _temporal(type_: int):
     def conv(raw: bytes) -> bytes:
         v = decode_text(raw, type_)
@@ -156,6 +152,11 @@ _INT_WIDTH = {c.MYSQL_TYPE_TINY: 1, c.MYSQL_TYPE_SHORT: 2, c.MYSQL_TYPE_YEAR: 2,
 
 
 def binary_converter(type_: int):
+    """How a text cell of this column type becomes a binary cell; None: copied as it is.
+
+    Strings, decimals, blobs, BIT, JSON and the like are length-encoded the
+    same way in both protocols, so their cells are copied with their length.
+    """
     width = _INT_WIDTH.get(type_)
     if width is not None:
         return _int_converter(width)
@@ -165,19 +166,37 @@ def binary_converter(type_: int):
         return _float
     if type_ in c.DATETIME_TYPES or type_ in c.DATE_TYPES or type_ in c.TIME_TYPES:
         return _temporal(type_)
-    return _lenenc
+    return None
 
 
 def text_row_to_binary(payload: bytes, converters) -> bytes:
-    r = Reader(payload)
+    """A text-protocol row -> a binary-protocol row (header, NULL bitmap, cells); runs per relayed row."""
     cells = []
-    nulls = []
-    for conv in converters:
-        raw = r.lenenc_str_or_null()
-        nulls.append(raw)
-        if raw is not None:
-            cells.append(conv(raw))
-    return b"\x00" + bytes(null_bitmap(nulls, 2)) + b"".join(cells)
+    nulls = 0
+    pos = 0
+    end = len(payload)
+    for i, conv in enumerate(converters):
+        if pos >= end:
+            raise ProtocolError("text row has fewer cells than columns")
+        first = payload[pos]
+        if first < 251:
+            start = pos + 1
+            stop = start + first
+        elif first == 251:
+            nulls |= 1 << (i + 2)
+            pos += 1
+            continue
+        else:
+            start = pos + (3 if first == 252 else 4 if first == 253 else 9)
+            stop = start + int.from_bytes(payload[pos + 1:start], "little")
+        if stop > end or start > end:
+            raise ProtocolError("text row cell runs past the end of the packet")
+        cells.append(payload[pos:stop] if conv is None else conv(payload[start:stop]))
+        pos = stop
+    return b"\x00" + nulls.to_bytes((len(converters) + 9) >> 3, "little") + b"".join(cells)
+
+
+_UNKNOWN = object()
 
 
 # -- relaying a backend response to the client ------------------------------------------
@@ -188,11 +207,14 @@ class Relay:
     Backends run in classic EOF mode; a client that negotiated DEPRECATE_EOF
     gets the column EOF dropped and the final EOF turned into an OK. Sequence
     ids are renumbered for the client. ``binary`` converts text rows to
-    binary rows (the client ran a prepared statement).
+    binary rows (the client ran a prepared statement that runs as text).
+    An error whose code is in ``retry_on`` is kept from the client and sets
+    ``retry``: the caller runs the statement another way.
     """
 
     __slots__ = ("client", "tracker", "out", "seq", "deprecate_eof", "binary", "converters", "error", "status",
-                 "warnings", "affected_rows", "insert_id", "rows", "started", "blocked", "suppress", "cache")
+                 "warnings", "affected_rows", "insert_id", "rows", "started", "blocked", "suppress", "cache",
+                 "retry_on", "retry")
 
     def __init__(self, client, backend_caps: int, seq: int = 1, binary: bool = False, cache: dict | None = None):
         self.client = client  # has .write(bytes) and .capabilities
@@ -212,6 +234,8 @@ class Relay:
         self.blocked = None  # prelude handlers: if one failed, this response is not sent
         self.suppress = False
         self.cache = cache if cache is not None else {}  # column definition bytes -> binary converter
+        self.retry_on: frozenset | None = None
+        self.retry = False
 
     def _add(self, payload: bytes) -> None:
         n = len(payload)
@@ -221,6 +245,15 @@ class Relay:
         else:
             self.out.append(frame(payload, self.seq & 0xFF))
             self.seq += n // MAX_FRAME + 1
+
+    def _add_converter(self, definition: bytes) -> None:
+        cache = self.cache
+        conv = cache.get(definition, _UNKNOWN)
+        if conv is _UNKNOWN:
+            if len(cache) > 10000:
+                cache.clear()
+            conv = cache[definition] = binary_converter(parse_column_definition(definition).type)
+        self.converters.append(conv)
 
     def on_packet(self, payload: bytes) -> bool:
         if self.tracker.state == _ROWS and payload and payload[0] < 0xFE and not self.suppress:
@@ -247,12 +280,7 @@ class Relay:
             self._add(text_row_to_binary(payload, self.converters) if self.binary else payload)
         elif kind is COLUMN:
             if self.binary:
-                conv = self.cache.get(payload)
-                if conv is None:
-                    if len(self.cache) > 10000:
-                        self.cache.clear()
-                    conv = self.cache[payload] = binary_converter(parse_column_definition(payload).type)
-                self.converters.append(conv)
+                self._add_converter(payload)
             self._add(payload)
         elif kind is ROWS_END:
             self.status = st = self.tracker.status
@@ -265,6 +293,8 @@ class Relay:
             self._add(payload)
         elif kind is K_ERR:
             self.error = parse_err(payload)
+            if self._held(self.error):
+                return True
             self._add(payload)
         else:  # OK (possibly one of several results)
             r = Reader(payload, 1)
@@ -274,6 +304,11 @@ class Relay:
             self.warnings += r.int2()
             self._add(payload)
         return self.tracker.done
+
+    def _held(self, error) -> bool:
+        if self.retry_on is not None and error.errno in self.retry_on and not self.started and not self.out:
+            self.retry = True
+        return self.retry
 
     def consume(self, pb) -> bool:
         """Relay every complete frame in the backend's PacketBuffer; True once the response is complete.
@@ -310,7 +345,7 @@ class Relay:
                     if binary:
                         if run < pos:
                             out.append(bytes(buf[run:pos]))
-                        row = text_row_to_binary(mv[start:stop], self.converters)
+                        row = text_row_to_binary(bytes(mv[start:stop]), self.converters)
                         out.append(len(row).to_bytes(3, "little") + bytes((self.seq & 0xFF,)) + row)
                         run = stop
                     elif not same_seq:
@@ -326,13 +361,7 @@ class Relay:
                 keep = same_seq
                 if kind is COLUMN:
                     if binary:
-                        key = bytes(payload)
-                        conv = self.cache.get(key)
-                        if conv is None:
-                            if len(self.cache) > 10000:
-                                self.cache.clear()
-                            conv = self.cache[key] = binary_converter(parse_column_definition(key).type)
-                        self.converters.append(conv)
+                        self._add_converter(bytes(payload))
                 elif kind is COLUMNS_EOF:
                     if deprecate:  # a DEPRECATE_EOF client gets no EOF after the column definitions
                         if run < pos:
@@ -347,6 +376,12 @@ class Relay:
                         payload = make_ok(OK(0, 0, self.status, self.warnings), self.client.capabilities, eof=True)
                 elif kind is K_ERR:
                     self.error = parse_err(bytes(payload))
+                    if self._held(self.error):
+                        if run < pos:
+                            out.append(bytes(buf[run:pos]))
+                        run = pos = stop
+                        done = True
+                        break
                 elif kind is not COLUMN_COUNT:  # an OK (one of several results, or the only one)
                     r = Reader(bytes(payload), 1)
                     self.affected_rows += r.lenenc_int()

@@ -51,18 +51,22 @@ class Routing:
             self.source_router = Router(source_config)
         self.shadow = ShadowStats()
 
-    def plan(self, session, sql: str, params):
-        """(plan, route) for a statement of ``session``; params is a tuple for prepared statements."""
+    def plan(self, session, sql: str, params, placeholders: bool = False):
+        """(plan, route) for a statement of ``session``; params is a tuple for prepared statements.
+
+        ``placeholders``: keep a ``?`` per parameter in the physical SQL (see
+        ``Router.plan``); only without migration phases.
+        """
         style = "qmark" if params is not None else None
         schema = session.schema
         if schema is None:
             # No database selected: table-less statements still work, as in MySQL.
             schema = session.schemas[0] if session.schemas else next(iter(self.config.schemas))
-            plan = self.router.plan(sql, schema=schema, params=params, paramstyle=style)
+            plan = self.router.plan(sql, schema=schema, params=params, paramstyle=style, placeholders=placeholders)
             if plan.tables:
                 raise err.error(err.ProgrammingError, ER_NO_DB_ERROR, "No database selected")
         else:
-            plan = self.router.plan(sql, schema=schema, params=params, paramstyle=style)
+            plan = self.router.plan(sql, schema=schema, params=params, paramstyle=style, placeholders=placeholders)
         if self.phases:
             phase = self.phases.decide(plan.schema, plan.tables, plan.is_write)
             if phase in (SOURCE, SHADOW):
@@ -75,6 +79,12 @@ class Routing:
                     return ShadowPlan(source, plan), SHADOW
                 plan = source
         return plan, (SINGLE if plan.single is not None else SCATTER)
+
+    def point_route(self, session, sql: str, params):
+        """The router's PointRoute for a prepared statement (see mdriver.router.pointroute), or None."""
+        if self.phases or session.schema is None:
+            return None
+        return self.router.point_route(sql, session.schema, params)
 
     async def run(self, backend, plan, sql: str) -> Result:
         if isinstance(plan, ShadowPlan):

@@ -41,6 +41,7 @@ class ServerOptions:
     pool: PoolSettings | None = None
     worker: int = 0  # index of this process when several share the listening port (SO_REUSEPORT)
     workers: int = 1
+    backend_statements: int = 1024  # prepared statements kept per backend connection (proxy.stmtcache); 0: text only
 
 
 def build_ssl_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
@@ -65,7 +66,7 @@ class ProxyServer:
             max_connections=p.max_client_connections, idle_timeout=p.idle_timeout, max_allowed_packet=p.max_allowed_packet))
         self.metrics = ProxyMetrics()
         self.metrics.set_config(config)
-        settings = options.pool or PoolSettings(backend_timeout=p.backend_timeout)
+        settings = options.pool or PoolSettings(backend_timeout=p.backend_timeout, statements=options.backend_statements)
         self.pools = Pools(config.datasources, self.loop, settings, self.metrics)
         self.metrics.pools = self.pools
         self.routing = Routing(config)

@@ -199,6 +199,13 @@ class PreparedStatement:
     long_data: dict[int, bytearray] = field(default_factory=dict)
     kind: str = ""  # first keyword
     local: object = None  # set when the proxy itself answers this statement
+    guarded: tuple | None = None  # the schemas the statement guard let it use (proxy.fastpath) ...
+    guard: object = None  # ... under that guard (one per config version)
+    raw_types: bytes | None = None  # the parameter types as the client last bound them
+    forward: bool | None = None  # runs as a backend prepared statement when single-shard (None: not tried yet)
+    point: object = None  # its router PointRoute, if it is a point statement ...
+    routed_by: object = None  # ... for this Routing (config version) ...
+    routed_in: str | None = None  # ... and this current schema
 
 
 class Session:

@@ -39,6 +39,7 @@ from mdriver.router.normalize import Hints, Normalized
 from mdriver.router.normalize import normalize as _normalize
 from mdriver.router.plan import Plan
 from mdriver.router.planner import KEEP_LITERALS, Template, build
+from mdriver.router.pointroute import PointRoute, point_route
 from mdriver.router.routing import Layout
 from mdriver.router.runner import run_async, run_sync
 from mdriver.router.types import Column, Result, ShardQuery, ShardResult
@@ -103,18 +104,30 @@ class Router:
             self.cache.put(key, tpl)
         return tpl
 
-    def plan(self, sql: str, schema: str = "app", params=None, paramstyle: str | None = "pyformat") -> Plan:
-        """Plan one statement. Raises mdriver.err errors (with MySQL errno) before anything runs."""
+    def plan(self, sql: str, schema: str = "app", params=None, paramstyle: str | None = "pyformat",
+             placeholders: bool = False) -> Plan:
+        """Plan one statement. Raises mdriver.err errors (with MySQL errno) before anything runs.
+
+        ``placeholders``: the physical SQL keeps a ``?`` for each parameter
+        instead of its value (a proxy prepares it on the backend); the values
+        still route. A template that cannot keep them renders values.
+        """
         env = self._envs.get(schema) or self.env(schema)
         nv = None
+        recipe = None
         if params is not None and paramstyle is not None:
             recipe = self.recipes.get((sql, paramstyle))
             if recipe is not None:
                 nv = recipe.apply(params)
         if nv is None:
             nv = _normalize(sql, paramstyle, params)
-            if nv.recipe is not None:
-                self.recipes.put((sql, paramstyle), nv.recipe)
+            recipe = nv.recipe
+            if recipe is not None:
+                self.recipes.put((sql, paramstyle), recipe)
+        if placeholders and recipe is not None:
+            texts = nv.texts
+            for i, _ in recipe.keys:
+                texts[i] = "?"
         key = (nv.template, schema, self.revision, False)
         tpl = self.cache.get(key)
         if tpl is None:
@@ -124,6 +137,18 @@ class Router:
             nv = _normalize(sql, paramstyle, params, keep_literals=True)
             tpl = self.template(nv, env)
         return tpl.bind(nv, env)  # type: ignore[union-attr]
+
+    def point_route(self, sql: str, schema: str, params, paramstyle: str = "qmark") -> PointRoute | None:
+        """For a prepared statement: its PointRoute (one hash per execute), or None if it is not a point statement.
+
+        Plans once with ``params`` (so the router's refusals are raised here).
+        """
+        plan = self.plan(sql, schema, params, paramstyle)
+        recipe = self.recipes.get((sql, paramstyle))
+        if plan.single is None or recipe is None:
+            return None
+        tpl = self.cache.get((recipe.template, schema, self.revision, False))
+        return point_route(tpl, recipe, self._envs[schema])
 
     def preview(self, sql: str, schema: str = "app", params=None, paramstyle: str | None = "pyformat") -> list[ShardQuery]:
         """The physical statements ``sql`` would run, without running anything."""

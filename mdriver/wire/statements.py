@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from mdriver.wire import constants as c
 from mdriver.wire.codec import ProtocolError, Reader, int1, int4
@@ -28,8 +28,7 @@ _BLOB_PARAM_TYPES = frozenset((c.MYSQL_TYPE_TINY_BLOB, c.MYSQL_TYPE_MEDIUM_BLOB,
                                c.MYSQL_TYPE_BIT, c.MYSQL_TYPE_GEOMETRY))
 
 
-@dataclass(frozen=True)
-class StmtExecute:
+class StmtExecute(NamedTuple):  # a NamedTuple: built per execute, and a frozen dataclass costs a microsecond more
     statement_id: int
     flags: int
     iteration_count: int
@@ -151,6 +150,32 @@ def parse_stmt_execute(
     if pos != n:
         raise ProtocolError(f"COM_STMT_EXECUTE has {n - pos} bytes after its {num_params} parameters")
     return StmtExecute(stmt_id, flags, iterations, ptypes, tuple(values), bound == 1)
+
+
+def rebind_stmt_execute(payload: bytes, statement_id: int, num_params: int, types: bytes | None) -> tuple[bytes, bytes]:
+    """A client's COM_STMT_EXECUTE, re-addressed to ``statement_id`` on another connection.
+
+    Returns (the new packet, the raw parameter types). The types are always
+    bound, since the other statement may never have seen them (``types``:
+    those of an earlier execute, for a packet that does not bind them). The
+    cursor flags are cleared: results come back whole. The packet must have
+    passed :func:`parse_stmt_execute`.
+    """
+    if len(payload) < 10:
+        payload = payload + b"\x01\x00\x00\x00"[: 10 - len(payload)]
+    head = b"\x17" + statement_id.to_bytes(4, "little") + b"\x00" + payload[6:10]
+    if num_params == 0:
+        return head, b""
+    pos = 10 + ((num_params + 7) >> 3)
+    bitmap = payload[10:pos]
+    if payload[pos] == 1:
+        types = payload[pos + 1:pos + 1 + 2 * num_params]
+        pos += 1 + 2 * num_params
+    else:
+        pos += 1
+        if types is None or len(types) != 2 * num_params:
+            raise ProtocolError("COM_STMT_EXECUTE reuses parameter types that were never bound")
+    return head + bitmap + b"\x01" + types + payload[pos:], types
 
 
 def param_type_for(v) -> ParamType:

@@ -8,6 +8,7 @@ import pytest
 
 from mdriver.router.types import Column
 from mdriver.wire import constants as c
+from mdriver.wire.codec import ProtocolError, lenenc_str
 from mdriver.wire.framing import PacketBuffer, frame, frame_many
 from mdriver.wire.packets import EOF, ERR, OK, ColumnDefinition, make_column_definition, make_eof, make_err, make_ok, parse_ok
 from mdriver.wire.response import ResponseTracker
@@ -161,9 +162,22 @@ def test_converters_per_type():
     assert binary_converter(c.MYSQL_TYPE_LONG)(b"-2") == b"\xfe\xff\xff\xff"
     assert binary_converter(c.MYSQL_TYPE_DATE)(b"2010-10-17") == b"\x04\xda\x07\x0a\x11"
     assert binary_converter(c.MYSQL_TYPE_DATE)(b"0000-00-00") == b"\x00"
-    assert binary_converter(c.MYSQL_TYPE_VAR_STRING)(b"xy") == b"\x02xy"
+    assert binary_converter(c.MYSQL_TYPE_VAR_STRING) is None  # copied with its length: the same in both protocols
     row = text_row_to_binary(make_text_row([5, None]), [binary_converter(c.MYSQL_TYPE_TINY), binary_converter(c.MYSQL_TYPE_BLOB)])
     assert row == b"\x00\x08\x05"
+
+
+@pytest.mark.parametrize("size", [0, 250, 251, 65535, 65536, 1 << 24])
+def test_text_row_to_binary_copies_long_cells_with_their_length(size):
+    convs = [binary_converter(c.MYSQL_TYPE_LONGLONG), binary_converter(c.MYSQL_TYPE_BLOB), binary_converter(c.MYSQL_TYPE_LONG)]
+    row = text_row_to_binary(make_text_row([-1, b"x" * size, None]), convs)
+    assert row == b"\x00\x10" + b"\xff" * 8 + lenenc_str(b"x" * size)
+
+
+@pytest.mark.parametrize("text_row", [b"", b"\x01", b"\x05abc", b"\xfc\x10"])
+def test_a_truncated_text_row_is_a_protocol_error(text_row):
+    with pytest.raises(ProtocolError):
+        text_row_to_binary(text_row, [binary_converter(c.MYSQL_TYPE_VAR_STRING)])
 
 
 @pytest.mark.parametrize("caps", [CLASSIC, DEPRECATE])

@@ -12,7 +12,7 @@ from mdriver.wire import constants as c
 from mdriver.wire.codec import ProtocolError
 from mdriver.wire.packets import ColumnDefinition, EOF, OK, make_column_definition, make_eof, make_err, ERR, make_ok
 from mdriver.wire.response import COLUMN, COLUMN_COUNT, COLUMNS_EOF, ERR as K_ERR, OK as K_OK, PARAM, PREPARE_OK, ROW, ROWS_END, ResponseTracker
-from mdriver.wire.statements import make_stmt_execute, param_type_for, parse_stmt_execute, peek_statement_id
+from mdriver.wire.statements import make_stmt_execute, param_type_for, parse_stmt_execute, peek_statement_id, rebind_stmt_execute
 from mdriver.wire.values import make_text_row
 
 
@@ -84,6 +84,23 @@ def test_stmt_execute_null_bitmap_unsigned_flag_and_reused_types():
     assert e2.values == (5, "x") and not e2.new_params_bound
     with pytest.raises(ProtocolError, match="never bound"):
         parse_stmt_execute(again, 2)
+
+
+def test_rebind_stmt_execute_readdresses_and_always_binds_types():
+    types = ((c.MYSQL_TYPE_LONGLONG, True), (c.MYSQL_TYPE_VAR_STRING, False))
+    first = make_stmt_execute(3, [2**63, None], types)
+    moved, raw = rebind_stmt_execute(first, 77, 2, None)
+    assert moved == make_stmt_execute(77, [2**63, None], types) and raw == first[12:16]
+    again = make_stmt_execute(3, [5, "x"], types, send_types=False)
+    moved, _ = rebind_stmt_execute(again, 78, 2, raw)
+    assert moved == make_stmt_execute(78, [5, "x"], types)  # the types come from the earlier execute
+    assert parse_stmt_execute(moved, 2).values == (5, "x")
+    with pytest.raises(ProtocolError, match="never bound"):
+        rebind_stmt_execute(again, 78, 2, None)
+    cursor = bytearray(make_stmt_execute(3, [], ()))
+    cursor[5] = 1  # CURSOR_TYPE_READ_ONLY
+    assert rebind_stmt_execute(bytes(cursor), 9, 0, None) == (make_stmt_execute(9, [], ()), b"")
+    assert rebind_stmt_execute(b"\x17\x03\0\0\0\x00", 9, 0, None)[0] == make_stmt_execute(9, [], ())  # iteration count omitted
 
 
 def test_stmt_execute_long_data_takes_no_room():
