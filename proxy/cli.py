@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the metrics port + i (default %(default)s)")
     p.add_argument("--backend-statements", type=int, default=1024, metavar="N",
                    help="a client's prepared statement that lands on one shard runs as a prepared statement on the "
-                        "backend; each backend connection keeps at most N of them, so keep N x connections per server "
-                        "below its max_prepared_stmt_count; 0 runs every statement as text (default %(default)s)")
+                        "backend; each backend connection keeps at most N of them, and all connections to a server "
+                        "at most half its max_prepared_stmt_count; 0 runs every statement as text (default %(default)s)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default %(default)s")
     p.add_argument("--no-uvloop", action="store_true", help="use the standard asyncio event loop even if uvloop is installed")
     return p

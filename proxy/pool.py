@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from mdriver import err
 from mdriver.config.model import DataSource
 from proxy.backend import BackendConnection
+from proxy.stmtcache import BackendStatements, StatementBudget
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class BackendPool:
         self.connect_failures = 0
         self.closed = False
         self.inflight: set[BackendConnection] = set()  # requests the watchdog sweeps for timeouts
+        self.statement_budget = StatementBudget()  # backend prepared statements of all these connections (proxy.stmtcache)
 
     # -- acquire / release --------------------------------------------------------
 
@@ -119,6 +121,7 @@ class BackendPool:
                 # Another flavor waits: replace this connection with one it can use.
                 conn.pool = None
                 conn.close()
+                conn.statements.release()
                 self.total -= 1
                 self._open_for_waiter(flavor, fut)
                 return
@@ -129,6 +132,7 @@ class BackendPool:
     def forget(self, conn: BackendConnection) -> None:
         """Called by a connection that closed (or was lost)."""
         self.total -= 1
+        conn.statements.release()
         idle = self.idle.get(conn.flavor)
         if idle and conn in idle:
             idle.remove(conn)
@@ -192,7 +196,7 @@ class BackendPool:
         self.total += 1
         if self.down:
             self.probing = True
-        conn = BackendConnection(self.ds, self.loop, flavor, self.settings.backend_timeout, self.settings.statements)
+        conn = BackendConnection(self.ds, self.loop, flavor, self.settings.backend_timeout)
         task = self.loop.create_task(self._open(conn))
         task.add_done_callback(lambda t: self._opened(t, conn, fut))
 
@@ -201,6 +205,15 @@ class BackendPool:
         conn.timeout = self.settings.abandon_after
         try:
             await conn.open()
+            budget = self.statement_budget
+            if self.settings.statements > 0 and budget.limit is None:
+                try:
+                    res = await conn.query("SELECT @@max_prepared_stmt_count")
+                    budget.limit = StatementBudget.share_of(int(res.rows[0][0]))
+                except (err.MySQLError, ValueError, IndexError, TypeError) as e:
+                    log.warning("%s: cannot read max_prepared_stmt_count (%s); statements run as text", self.ds.describe(), e)
+                    budget.limit = 0
+            conn.statements = BackendStatements(self.settings.statements, budget)
         finally:
             conn.timeout = self.settings.backend_timeout
         return conn

@@ -103,6 +103,27 @@ def test_evicted_statements_are_closed_on_the_server(make_proxy, mariadb_cluster
         cl.close()
 
 
+def test_the_proxy_leaves_half_of_max_prepared_stmt_count_to_others(make_proxy, mariadb_cluster, rows):
+    held = max(status(mariadb_cluster, "Prepared_stmt_count").values())  # by the session's other proxies
+    limit = 2 * held + 8
+    set_global(mariadb_cluster, f"SET GLOBAL max_prepared_stmt_count = {limit}")  # read by the new proxy's first connection
+    try:
+        p = make_proxy(ServerOptions(recovery_interval=0, pool=PoolSettings(statements=1)))
+        cl = WireClient(p.port)
+        try:
+            sel, _, _ = cl.prepare(SELECT)
+            for _ in range(3):
+                select_all(cl, sel.statement_id, rows)
+            budgets = p.call(lambda: {name: (pool.statement_budget.limit, pool.statement_budget.used, pool.total)
+                                      for name, pool in p.server.pools.pools.items()})
+            for share, used, connections in budgets.values():
+                assert share == limit // 2 and 0 < used <= min(share, connections), budgets
+        finally:
+            cl.close()
+    finally:
+        set_global(mariadb_cluster, "SET GLOBAL max_prepared_stmt_count = DEFAULT")
+
+
 def test_a_server_that_refuses_to_prepare_gets_text(make_proxy, mariadb_cluster, rows):
     p = make_proxy()
     cl = WireClient(p.port)
