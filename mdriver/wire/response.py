@@ -74,14 +74,6 @@ class ResponseTracker:
             if self.pending == 0:
                 self._after_columns()
             return COLUMN
-        if state == _PARAMS:
-            self.pending -= 1
-            if self.pending == 0:
-                if self.deprecate_eof:
-                    self._start_columns()
-                else:
-                    self.state = _PARAMS_EOF
-            return PARAM
         if state == _PARAMS_EOF or state == _COLUMNS_EOF:
             if not payload or payload[0] != c.EOF_HEADER:
                 raise ProtocolError("expected EOF after definitions")
@@ -95,6 +87,14 @@ class ResponseTracker:
             return COLUMNS_EOF
         if state == _START:
             return self._first(payload)
+        if state == _PARAMS:
+            self.pending -= 1
+            if self.pending == 0:
+                if self.deprecate_eof:
+                    self._start_columns()
+                else:
+                    self.state = _PARAMS_EOF
+            return PARAM
         raise ProtocolError("packet after the end of the response")
 
     def _first(self, payload: bytes) -> str:
@@ -122,7 +122,7 @@ class ResponseTracker:
         if first == c.LOCAL_INFILE_HEADER:
             self._finish()
             return LOCAL_INFILE
-        count = Reader(payload).lenenc_int()
+        count = first if first < 0xFB else Reader(payload).lenenc_int()
         self.columns = count
         self.pending = count
         self.state = _COLUMNS
