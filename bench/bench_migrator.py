@@ -35,6 +35,7 @@ from pymysql.constants import CLIENT  # noqa: E402
 
 from mdriver.config import load_config  # noqa: E402
 from mdriver.sandbox.cluster import MariaDBInstance, free_port, start_all, stop_all  # noqa: E402
+from mdriver.sandbox.layout import read_schema_file  # noqa: E402
 from mdriver.sharding import locate  # noqa: E402
 from migrator import checkpoint as ckpt  # noqa: E402
 from migrator import state as st  # noqa: E402
@@ -42,17 +43,7 @@ from migrator.inspector import create_targets, read_table  # noqa: E402
 from migrator.migration import Migration, Options  # noqa: E402
 from migrator.state import resolve  # noqa: E402
 
-DDL = """CREATE TABLE {name} (
-  id BIGINT UNSIGNED NOT NULL,
-  uid BIGINT NOT NULL,
-  target_uid BIGINT NOT NULL,
-  relation_type TINYINT NOT NULL DEFAULT 1,
-  remark VARCHAR(64) NULL,
-  score DECIMAL(12,2) NULL,
-  created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-  PRIMARY KEY (id),
-  KEY idx_uid_target (uid, target_uid)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+USER_RELATION = read_schema_file(os.path.join(ROOT, "examples", "schema.sql"))["user_relation"]
 
 
 def say(text: str) -> None:
@@ -96,7 +87,7 @@ class Bench:
     # -- setup ------------------------------------------------------------------------
 
     def fill(self) -> None:
-        self.run("src", "CREATE DATABASE legacy", DDL.format(name="legacy.user_relation"))
+        self.run("src", "CREATE DATABASE legacy", USER_RELATION.for_table("user_relation", "legacy"))
         rnd = random.Random(1)
         c = self.conn("src")
         with c.cursor() as cur:
@@ -146,7 +137,7 @@ class Bench:
         return self.rows / elapsed
 
     def arm_insert_select(self) -> float:
-        self.run("src", "DROP TABLE IF EXISTS legacy.ceiling", DDL.format(name="legacy.ceiling"))
+        self.run("src", "DROP TABLE IF EXISTS legacy.ceiling", USER_RELATION.for_table("ceiling", "legacy"))
         t = time.perf_counter()
         self.run("src", "INSERT INTO legacy.ceiling SELECT * FROM legacy.user_relation")
         return self.rows / (time.perf_counter() - t)

@@ -241,7 +241,6 @@ class _Finish:
                 ex.release_held()
             if again:
                 self.job.plan = None
-                self.job.binary = True
                 ex.client.run_on_task(self.job)
             elif ex.txn_aborted:
                 ex.server.track(_abort_then_done(ex))

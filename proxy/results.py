@@ -59,6 +59,16 @@ def shard_result(res, codec: str = "utf-8") -> ShardResult:
 
 # -- encoding our own results ----------------------------------------------------
 
+def add_framed(parts: list, payload: bytes, seq: int) -> int:
+    """Append ``payload`` framed from sequence id ``seq`` (several frames past 16 MiB); returns the next id."""
+    n = len(payload)
+    if n < MAX_FRAME:
+        parts.append(n.to_bytes(3, "little") + bytes((seq & 0xFF,)) + payload)
+        return seq + 1
+    parts.append(frame(payload, seq & 0xFF))
+    return seq + n // MAX_FRAME + 1
+
+
 class PacketWriter:
     """Frames payloads for one client response, tracking the sequence id."""
 
@@ -69,13 +79,7 @@ class PacketWriter:
         self.seq = seq
 
     def add(self, payload: bytes) -> None:
-        n = len(payload)
-        if n < MAX_FRAME:
-            self.parts.append(n.to_bytes(3, "little") + bytes((self.seq & 0xFF,)) + payload)
-            self.seq += 1
-        else:
-            self.parts.append(frame(payload, self.seq & 0xFF))
-            self.seq += n // MAX_FRAME + 1
+        self.seq = add_framed(self.parts, payload, self.seq)
 
     def data(self) -> bytes:
         out = b"".join(self.parts)
@@ -238,13 +242,7 @@ class Relay:
         self.retry = False
 
     def _add(self, payload: bytes) -> None:
-        n = len(payload)
-        if n < MAX_FRAME:
-            self.out.append(n.to_bytes(3, "little") + bytes((self.seq & 0xFF,)) + payload)
-            self.seq += 1
-        else:
-            self.out.append(frame(payload, self.seq & 0xFF))
-            self.seq += n // MAX_FRAME + 1
+        self.seq = add_framed(self.out, payload, self.seq)
 
     def _add_converter(self, definition: bytes) -> None:
         cache = self.cache

@@ -23,23 +23,14 @@ import yaml
 from pymysql.constants import CLIENT
 
 from mdriver.config import load_config
+from mdriver.sandbox.layout import read_schema_file
 from mdriver.sharding import all_locations, locate
 from migrator import checkpoint as ckpt
 from migrator.state import CONTROL_DB, Position, read_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-USER_RELATION_DDL = """CREATE TABLE {name} (
-  id BIGINT UNSIGNED NOT NULL,
-  uid BIGINT NOT NULL,
-  target_uid BIGINT NOT NULL,
-  relation_type TINYINT NOT NULL DEFAULT 1,
-  remark VARCHAR(64) NULL,
-  score DECIMAL(12,2) NULL,
-  created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-  PRIMARY KEY (id),
-  KEY idx_uid_target (uid, target_uid)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+USER_RELATION = read_schema_file(os.path.join(ROOT, "examples", "schema.sql"))["user_relation"]
 
 
 USER_RELATION_COLUMNS = "uid, target_uid, relation_type, remark, score, created_at"
@@ -63,6 +54,8 @@ class Harness:
         for name, inst in self.servers.items():
             doc["datasources"][name] = {"host": inst.host, "port": inst.port, "user": "root", "password": ""}
         doc["datasources"].update(extra_datasources or {})
+        # The cluster's metrics port was free when the cluster started, not now; no test here reads metrics.
+        doc.get("proxy", {}).pop("metrics", None)
         tables = doc["schemas"]["app"]["tables"]
         for name, rule in (extra_tables or {}).items():
             tables[name] = rule
@@ -109,10 +102,12 @@ class Harness:
         finally:
             conn.close()
 
-    def create_source(self, ddl: str = USER_RELATION_DDL) -> None:
+    def create_source(self, ddl: str | None = None) -> None:
+        """The source table: ``ddl`` (``{name}`` where the table goes), or the example schema's user_relation."""
         self.source_sql(f"CREATE DATABASE IF NOT EXISTS `{self.source_db}`",
                         f"DROP TABLE IF EXISTS `{self.source_db}`.`{self.source_table}`",
-                        ddl.format(name=f"`{self.source_db}`.`{self.source_table}`"))
+                        USER_RELATION.for_table(self.source_table, self.source_db) if ddl is None
+                        else ddl.format(name=f"`{self.source_db}`.`{self.source_table}`"))
 
     def fill_source(self, rows: int, seed: int = 1) -> None:
         rnd = random.Random(seed)
