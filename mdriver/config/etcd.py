@@ -17,6 +17,13 @@ other; the loser gets :class:`ConflictError` naming who won.
 One ``EtcdSource`` holds one HTTP session; it is not shared between threads.
 Use :meth:`EtcdSource.clone` to give a background thread its own.
 Every request is bounded by ``timeout`` (``?timeout=SECONDS`` in the URL).
+
+A production etcd runs with TLS and authentication: ``?tls=1`` (or ``ca=``,
+``cert=`` and ``key=`` file paths) speaks HTTPS, and ``etcd://USER@host...``
+logs in as USER with the password from ``MDRIVER_ETCD_PASSWORD``. A password
+is never taken from the URL, since URLs end up in process lists and logs.
+The token etcd hands out expires; an expired one is renewed and the request
+sent again.
 """
 from __future__ import annotations
 
@@ -24,11 +31,12 @@ import base64
 import getpass
 import json
 import logging
+import os
 import re
 import socket
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import requests
@@ -39,6 +47,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2379
 DEFAULT_TIMEOUT = 5.0
+PASSWORD_ENV = "MDRIVER_ETCD_PASSWORD"
+_EXPIRED_TOKEN = ("invalid auth token", "auth token is not found")
+_NEEDS_LOGIN = "user name is empty"
 HISTORY_KEEP = 500  # history entries kept per prefix; older ones are pruned on push
 _WRITE_ATTEMPTS = 3
 
@@ -137,13 +148,42 @@ def _etcd_error(detail: str | None) -> str:
     return str(body)[:200]
 
 
-def parse_url(url: str) -> tuple[tuple[tuple[str, int], ...], str, float]:
-    """``etcd://h1:2379,h2:2379/prefix?timeout=5`` -> (endpoints, prefix, timeout)."""
+@dataclass(frozen=True)
+class EtcdAccess:
+    """How to talk to etcd beyond host and port: TLS files and the user to log in as."""
+
+    tls: bool = False
+    ca: str | None = None  # CA bundle that signed etcd's certificate (None: the system's)
+    cert: str | None = None  # client certificate, for etcd's --client-cert-auth
+    key: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def parse_url(url: str, environ: dict | None = None) -> tuple[tuple[tuple[str, int], ...], str, float, EtcdAccess]:
+    """``etcd://[user@]h1:2379,h2:2379/prefix?timeout=5&tls=1&ca=...`` -> (endpoints, prefix, timeout, access).
+
+    The password of ``user`` comes from ``MDRIVER_ETCD_PASSWORD`` in ``environ`` (default: the process environment).
+    """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "etcd":
         raise ConfigSourceError(f"{url}: not an etcd URL (expected etcd://host:port/prefix)")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        raise ConfigSourceError(f"etcd URL of {hosts}: put the password in {PASSWORD_ENV}, not in the URL "
+                                "(URLs show up in process lists and logs)")
+    user = urllib.parse.unquote(userinfo) if at else None
+    if at and not user:
+        raise ConfigSourceError(f"{url}: empty etcd user name before '@'")
     endpoints = []
-    for item in parts.netloc.split(","):
+    for item in hosts.split(","):
         item = item.strip()
         m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", item)
         if not item or not m:
@@ -157,16 +197,37 @@ def parse_url(url: str) -> tuple[tuple[tuple[str, int], ...], str, float]:
     if not prefix:
         raise ConfigSourceError(f"{url}: missing key prefix (expected etcd://host:port/prefix, e.g. etcd://127.0.0.1:2379/mdriver)")
     timeout = DEFAULT_TIMEOUT
+    tls = None
+    files: dict[str, str] = {}
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-        if key != "timeout":
-            raise ConfigSourceError(f"{url}: unknown option {key!r} (allowed: timeout)")
-        try:
-            timeout = float(value)
-        except ValueError:
-            raise ConfigSourceError(f"{url}: timeout must be a number of seconds, got {value!r}") from None
-        if not 0 < timeout <= 300:
-            raise ConfigSourceError(f"{url}: timeout must be in (0, 300] seconds, got {value}")
-    return tuple(endpoints), prefix, timeout
+        if key == "timeout":
+            try:
+                timeout = float(value)
+            except ValueError:
+                raise ConfigSourceError(f"{url}: timeout must be a number of seconds, got {value!r}") from None
+            if not 0 < timeout <= 300:
+                raise ConfigSourceError(f"{url}: timeout must be in (0, 300] seconds, got {value}")
+        elif key == "tls":
+            tls = _FLAGS.get(value.lower())
+            if tls is None:
+                raise ConfigSourceError(f"{url}: tls must be 1 or 0, got {value!r}")
+        elif key in ("ca", "cert", "key"):
+            if not os.path.isfile(value):
+                raise ConfigSourceError(f"{url}: {key} file {value!r} does not exist")
+            files[key] = value
+        else:
+            raise ConfigSourceError(f"{url}: unknown option {key!r} (allowed: timeout, tls, ca, cert, key)")
+    if ("cert" in files) != ("key" in files):
+        raise ConfigSourceError(f"{url}: a client certificate needs both cert= and key=")
+    if tls is False and files:
+        raise ConfigSourceError(f"{url}: tls=0 contradicts {', '.join(sorted(files))}=")
+    password = None
+    if user is not None:
+        password = (os.environ if environ is None else environ).get(PASSWORD_ENV)
+        if not password:
+            raise ConfigSourceError(f"{url}: etcd user {user!r} needs its password in the environment variable {PASSWORD_ENV}")
+    access = EtcdAccess(bool(tls) or bool(files), files.get("ca"), files.get("cert"), files.get("key"), user, password)
+    return tuple(endpoints), prefix, timeout, access
 
 
 def _revision_number(revision: str | int | None, what: str) -> int:
@@ -181,16 +242,28 @@ def _revision_number(revision: str | int | None, what: str) -> int:
     return value
 
 
+class _Session(requests.Session):
+    """An HTTP session whose own CA file wins over ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` in the environment."""
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
+
+
 class EtcdSource:
     """The config source protocol (``url``, ``read``, ``write``) over etcd's v3 JSON gateway."""
 
-    def __init__(self, endpoints: tuple[tuple[str, int], ...], prefix: str, *, timeout: float = DEFAULT_TIMEOUT, url: str | None = None):
+    def __init__(self, endpoints: tuple[tuple[str, int], ...], prefix: str, *, timeout: float = DEFAULT_TIMEOUT, url: str | None = None,
+                 access: EtcdAccess = EtcdAccess()):
         import etcd3gw  # optional dependency: mdriver[etcd]
 
         self._etcd3gw = etcd3gw
         self.endpoints = tuple(endpoints)
         self.prefix = prefix.rstrip("/")
         self.timeout = timeout
+        self.access = access
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.endpoints)
         self.url = url or f"etcd://{hosts}{self.prefix}"
         self._clients: dict[int, Any] = {}
@@ -198,15 +271,15 @@ class EtcdSource:
 
     @classmethod
     def from_url(cls, url: str) -> "EtcdSource":
-        endpoints, prefix, timeout = parse_url(url)
+        endpoints, prefix, timeout, access = parse_url(url)
         try:
-            return cls(endpoints, prefix, timeout=timeout, url=url)
+            return cls(endpoints, prefix, timeout=timeout, url=url, access=access)
         except ImportError:
             raise ConfigSourceError(f"{url}: etcd support needs the etcd3gw package (pip install 'mdriver[etcd]')") from None
 
     def clone(self) -> "EtcdSource":
         """The same source with its own connections, for use from another thread."""
-        return EtcdSource(self.endpoints, self.prefix, timeout=self.timeout, url=self.url)
+        return EtcdSource(self.endpoints, self.prefix, timeout=self.timeout, url=self.url, access=self.access)
 
     def key(self, *parts: str) -> str:
         return "/".join((self.prefix, *parts))
@@ -224,12 +297,54 @@ class EtcdSource:
     # -- transport ---------------------------------------------------------
 
     def _client(self, index: int) -> Any:
+        """The HTTP client of one endpoint, logged in if a user is set (ConnectionFailedError if unreachable)."""
         client = self._clients.get(index)
         if client is None:
             host, port = self.endpoints[index]
-            client = self._etcd3gw.client(host=host, port=port, timeout=self.timeout, api_path="/v3/")
+            a = self.access
+            session = _Session()
+            if a.ca:
+                session.verify = a.ca
+            if a.cert:
+                session.cert = (a.cert, a.key)
+            client = self._etcd3gw.client(host=host, port=port, timeout=self.timeout, api_path="/v3/", protocol=a.scheme,
+                                          session=session)
+            if a.user is not None:
+                self._log_in(client, index)
             self._clients[index] = client
         return client
+
+    def _log_in(self, client: Any, index: int) -> None:
+        """Get a token for the user and send it with every request of this client."""
+        client.session.headers.pop("Authorization", None)
+        body = {"name": self.access.user, "password": self.access.password}
+        try:
+            token = client.post(client.get_url("auth/authenticate"), json=body).get("token")
+        except self._etcd3gw.exceptions.Etcd3Exception as e:
+            if isinstance(e, (self._etcd3gw.exceptions.ConnectionFailedError, self._etcd3gw.exceptions.ConnectionTimeoutError)):
+                raise
+            host, port = self.endpoints[index]
+            raise ConfigSourceError(f"etcd {host}:{port}: logging in as {self.access.user!r} failed: {_etcd_error(e.detail_text)}") from None
+        if not token:
+            host, port = self.endpoints[index]
+            raise ConfigSourceError(f"etcd {host}:{port}: logging in as {self.access.user!r} gave no token (is authentication enabled?)")
+        client.session.headers["Authorization"] = token
+
+    def expired(self, index: int, message: str) -> bool:
+        """Whether ``message`` says this endpoint's token expired; if so, log in again."""
+        if self.access.user is None or not any(m in message for m in _EXPIRED_TOKEN):
+            return False
+        self._log_in(self._clients[index], index)
+        return True
+
+    def _refused(self, path: str, message: str) -> ConfigSourceError:
+        if _NEEDS_LOGIN in message:
+            return ConfigSourceError(f"etcd {self.describe()}: authentication is enabled: name the user in the URL "
+                                     f"(etcd://USER@host:port/prefix) and put its password in {PASSWORD_ENV}")
+        if "permission denied" in message:
+            who = f"user {self.access.user!r}" if self.access.user else "this client"
+            return ConfigSourceError(f"etcd {self.describe()}: {path} failed: {message} ({who} needs read and write on keys under {self.prefix}/)")
+        return ConfigSourceError(f"etcd {self.describe()}: {path} failed: {message}")
 
     def request(self, path: str, payload: dict) -> dict:
         """POST to the gateway, trying each endpoint once; errors become ConfigSourceError."""
@@ -237,9 +352,15 @@ class EtcdSource:
         failures = []
         for step in range(len(self.endpoints)):
             index = (self._active + step) % len(self.endpoints)
-            client = self._client(index)
             try:
-                result = client.post(client.get_url(path), json=payload)
+                client = self._client(index)
+                try:
+                    result = client.post(client.get_url(path), json=payload)
+                except exc_mod.Etcd3Exception as e:
+                    if isinstance(e, (exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError)) or \
+                            not self.expired(index, _etcd_error(e.detail_text)):
+                        raise
+                    result = client.post(client.get_url(path), json=payload)
             except (exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError) as e:
                 host, port = self.endpoints[index]
                 failures.append(f"{host}:{port} {_reason(e)}")
@@ -248,7 +369,7 @@ class EtcdSource:
                 message = _etcd_error(e.detail_text)
                 if "compacted" in message:
                     raise CompactedError(f"etcd {self.describe()}: {message}", 0) from None
-                raise ConfigSourceError(f"etcd {self.describe()}: {path} failed: {message}") from None
+                raise self._refused(path, message) from None
             except (ValueError, requests.RequestException) as e:  # not JSON: not an etcd gateway at that address
                 host, port = self.endpoints[index]
                 raise ConfigSourceError(f"etcd {host}:{port}: unexpected answer to {path} (is this etcd's client port?): {_reason(e)}") from None
@@ -438,6 +559,12 @@ def default_author() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+class _TokenExpired(ConfigSourceError):
+    def __init__(self, reason: str):
+        super().__init__(f"etcd canceled the watch: {reason}")
+        self.reason = reason
+
+
 class WatchStream:
     """One watch on the config key from ``start_revision``.
 
@@ -458,25 +585,37 @@ class WatchStream:
         src = self.source
         body = {"create_request": {"key": _b64(src.config_key), "start_revision": self.start_revision}}
         failures = []
+        exc_mod = src._etcd3gw.exceptions
         for step in range(len(src.endpoints)):
             index = (src._active + step) % len(src.endpoints)
-            client = src._client(index)
             try:
-                response = client.session.post(client.get_url("watch"), json=body, stream=True,
-                                               timeout=(src.timeout, self.idle_timeout))
-            except requests.RequestException as e:
+                client = src._client(index)
+                for attempt in (1, 2):
+                    response = client.session.post(client.get_url("watch"), json=body, stream=True,
+                                                   timeout=(src.timeout, self.idle_timeout))
+                    if response.status_code == 200:
+                        break
+                    detail = _etcd_error(response.text)
+                    response.close()
+                    if attempt == 2 or not src.expired(index, detail):
+                        raise src._refused(f"watch (HTTP {response.status_code})", detail)
+            except (requests.RequestException, exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError) as e:
                 host, port = src.endpoints[index]
                 failures.append(f"{host}:{port} {_reason(e)}")
                 continue
-            if response.status_code != 200:
-                detail = _etcd_error(response.text)
-                response.close()
-                raise ConfigSourceError(f"etcd {src.describe()}: watch failed: HTTP {response.status_code} {detail}")
             src._active = index
             return response
         raise ConfigSourceError(f"etcd unreachable ({'; '.join(failures)})")
 
     def __iter__(self) -> Iterator[WatchBatch]:
+        try:
+            yield from self._stream()
+        except _TokenExpired as e:  # etcd answers a watch with an expired token by canceling it: log in, watch again
+            if self._closed or not self.source.expired(self.source._active, e.reason):
+                raise ConfigSourceError(f"etcd canceled the watch: {e.reason}") from None
+            yield from self._stream()
+
+    def _stream(self) -> Iterator[WatchBatch]:
         from urllib3.exceptions import ReadTimeoutError
 
         self._response = self._open()
@@ -522,7 +661,10 @@ class WatchStream:
             compact = int(result.get("compact_revision", 0))
             if compact:
                 raise CompactedError(f"etcd compacted revisions before {compact}", compact)
-            raise ConfigSourceError(f"etcd canceled the watch: {result.get('cancel_reason', 'no reason given')}")
+            reason = result.get("cancel_reason", "no reason given")
+            if any(m in reason for m in _EXPIRED_TOKEN):
+                raise _TokenExpired(reason)
+            raise ConfigSourceError(f"etcd canceled the watch: {reason}")
         events = []
         for ev in result.get("events", []):
             kv = ev.get("kv", {})

@@ -10,10 +10,12 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 from mdriver.sandbox.cluster import SandboxError, _on_main_thread, _set_pdeathsig, _which, free_port, tail
 
@@ -22,17 +24,34 @@ log = logging.getLogger(__name__)
 ETCD_INSTALL_HINT = "sudo apt-get install etcd-server"
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """PEM files for a member that serves clients over TLS; with ``client_ca`` it also requires client certificates."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+    client_cert: str | None = None  # what the health check presents when client certificates are required
+    client_key: str | None = None
+    ca: str | None = None  # what the health check trusts (the CA of ``cert``)
+
+
 class EtcdServer:
-    """One etcd member. ``start()`` waits until ``/health`` reports a leader."""
+    """One etcd member. ``start()`` waits until ``/health`` reports a leader.
+
+    ``extra_args`` are more etcd flags (``--auth-token-ttl=2``, say).
+    """
 
     def __init__(self, datadir: str, host: str = "127.0.0.1", port: int | None = None, name: str = "mdriver-test",
-                 die_with_parent: bool = False):
+                 die_with_parent: bool = False, tls: EtcdTls | None = None, extra_args: tuple[str, ...] = ()):
         self.datadir = os.path.abspath(datadir)
         self.host = host
         self.port = port or 0
         self.peer_port = 0
         self.name = name
         self.die_with_parent = die_with_parent
+        self.tls = tls
+        self.extra_args = tuple(extra_args)
         self._proc: subprocess.Popen | None = None
         self._log_offset = 0
 
@@ -41,7 +60,7 @@ class EtcdServer:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> str:
@@ -70,7 +89,27 @@ class EtcdServer:
             "--initial-cluster-state=new",
             "--logger=zap",
             "--log-outputs=stderr",
+            *self._tls_args(),
+            *self.extra_args,
         ]
+
+    def _tls_args(self) -> list[str]:
+        t = self.tls
+        if t is None:
+            return []
+        args = [f"--cert-file={t.cert}", f"--key-file={t.key}"]
+        if t.client_ca:
+            args += [f"--trusted-ca-file={t.client_ca}", "--client-cert-auth"]
+        return args
+
+    def _health_context(self) -> ssl.SSLContext | None:
+        t = self.tls
+        if t is None:
+            return None
+        ctx = ssl.create_default_context(cafile=t.ca)
+        if t.client_cert:
+            ctx.load_cert_chain(t.client_cert, t.client_key)
+        return ctx
 
     def start(self, timeout: float = 30.0) -> None:
         if self.is_alive():
@@ -106,7 +145,7 @@ class EtcdServer:
                 raise SandboxError(f"etcd at {self.client_url} exited with code {code}; log {self.log_path}:\n"
                                    f"{tail(self.log_path, start=self._log_offset)}")
             try:
-                with urllib.request.urlopen(self.client_url + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.client_url + "/health", timeout=1, context=self._health_context()) as r:
                     if json.loads(r.read().decode()).get("health") == "true":
                         return
                     last = "no leader yet"
