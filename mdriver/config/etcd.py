@@ -337,6 +337,17 @@ class EtcdSource:
         self._log_in(self._clients[index], index)
         return True
 
+    def _failure(self, index: int, exc: BaseException) -> str:
+        """``host:port reason`` of an endpoint that could not be reached, with a hint for TLS mismatches."""
+        host, port = self.endpoints[index]
+        reason = _reason(exc)
+        low = reason.lower()
+        if not self.access.tls and "remote end closed" in low:
+            reason += " (if etcd serves TLS, add tls=1 or ca=FILE to the URL)"
+        elif self.access.tls and not self.access.cert and ("eof occurred" in low or "certificate required" in low):
+            reason += " (if etcd requires client certificates, add cert=FILE&key=FILE to the URL)"
+        return f"{host}:{port} {reason}"
+
     def _refused(self, path: str, message: str) -> ConfigSourceError:
         if _NEEDS_LOGIN in message:
             return ConfigSourceError(f"etcd {self.describe()}: authentication is enabled: name the user in the URL "
@@ -362,8 +373,7 @@ class EtcdSource:
                         raise
                     result = client.post(client.get_url(path), json=payload)
             except (exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError) as e:
-                host, port = self.endpoints[index]
-                failures.append(f"{host}:{port} {_reason(e)}")
+                failures.append(self._failure(index, e))
                 continue
             except exc_mod.Etcd3Exception as e:
                 message = _etcd_error(e.detail_text)
@@ -600,8 +610,7 @@ class WatchStream:
                     if attempt == 2 or not src.expired(index, detail):
                         raise src._refused(f"watch (HTTP {response.status_code})", detail)
             except (requests.RequestException, exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError) as e:
-                host, port = src.endpoints[index]
-                failures.append(f"{host}:{port} {_reason(e)}")
+                failures.append(src._failure(index, e))
                 continue
             src._active = index
             return response
