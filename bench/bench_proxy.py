@@ -12,6 +12,10 @@ targets, interleaved and repeated:
 It prints medians and ratios (proxy/direct, proxy/relay), the proxy's CPU
 time per query from /proc/<pid>/stat, and the latency the proxy adds at one
 thread. Ratios are what to compare: the machine is shared (DESIGN §8).
+A second table shows, per arm, how busy the whole machine was (/proc/stat)
+and the CPU per query of MariaDB, sysbench and the middle process: on two
+cores, a middle process that leaves the cores idle makes every other
+process's wake-ups dearer, which the proxy's own CPU does not show.
 
     .venv/bin/python bench/bench_proxy.py --rounds 3 --time 20
 """
@@ -143,7 +147,7 @@ def _stat(pid: int) -> list[str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its live children (the workers), from /proc/<pid>/stat."""
+    """User + system CPU of a process, its live children (proxy workers) and its reaped ones (socat's forks)."""
     ticks = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -152,9 +156,39 @@ def cpu_seconds(pid: int) -> float:
             fields = _stat(int(entry))
         except OSError:
             continue
-        if int(entry) == pid or int(fields[1]) == pid:
+        if int(entry) == pid:
+            ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        elif int(fields[1]) == pid:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # idle and iowait are not busy
+
+
+class MachineMeter:
+    """CPU of the whole machine and of each party of one sysbench run: MariaDB, sysbench, the middle process."""
+
+    def __init__(self, mariadb_pids: list[int], middle_pid: int | None):
+        self.mariadb_pids = mariadb_pids
+        self.middle_pid = middle_pid
+        self.start = self._sample()
+
+    def _sample(self) -> tuple:
+        t = os.times()
+        middle = cpu_seconds(self.middle_pid) if self.middle_pid else 0.0
+        return machine_ticks(), sum(cpu_seconds(p) for p in self.mariadb_pids), t.children_user + t.children_system, middle
+
+    def result(self, queries: float) -> dict:
+        (busy1, total1), mariadb1, sysbench1, middle1 = self._sample()
+        (busy0, total0), mariadb0, sysbench0, middle0 = self.start
+        per = 1e6 / max(queries, 1)
+        return {"machine_busy": (busy1 - busy0) / max(total1 - total0, 1), "mariadb_us_per_query": (mariadb1 - mariadb0) * per,
+                "sysbench_us_per_query": (sysbench1 - sysbench0) * per, "middle_us_per_query": (middle1 - middle0) * per}
 
 
 # -- sysbench ------------------------------------------------------------------------------------
@@ -212,8 +246,11 @@ def run(args) -> dict:
         load_direct(connect, "ds0", args.table_size)
         proxy = start_proxy(cfg_path, proxy_port, os.path.join(base, "proxy.log"), args.proxy_workers)
         procs.append(proxy)
-        procs.append(start_relay(relay_port, instances["ds0"].port))
+        relay = start_relay(relay_port, instances["ds0"].port)
+        procs.append(relay)
         arms = {"direct": (instances["ds0"].port, DIRECT_DB), "relay": (relay_port, DIRECT_DB), "proxy": (proxy_port, "sbtest")}
+        middle = {"direct": None, "relay": relay.pid, "proxy": proxy.pid}
+        mariadb_pids = [i.pid for i in instances.values()]
         tests = [("oltp_point_select", args.threads), ("oltp_point_select", 1)]
         if not args.point_select_only:
             tests += [("oltp_read_only", args.threads), ("oltp_read_write", args.threads)]
@@ -225,10 +262,11 @@ def run(args) -> dict:
             for test, threads in tests:
                 for arm in order:
                     port, db = arms[arm]
-                    cpu0 = cpu_seconds(proxy.pid) if arm == "proxy" else 0.0
+                    meter = MachineMeter(mariadb_pids, middle[arm])
                     r = sysbench(test, port, db, threads, args.time, args.table_size)
+                    r.update(meter.result(r["queries"]))
                     if arm == "proxy":
-                        r["cpu_us_per_query"] = (cpu_seconds(proxy.pid) - cpu0) / max(r["queries"], 1) * 1e6
+                        r["cpu_us_per_query"] = r["middle_us_per_query"]
                     row[f"{test}/{threads}/{arm}"] = r
                     print(f"round {rnd + 1} {test} threads={threads} {arm}: {r['qps']:.0f} qps, avg {r['avg_ms']:.3f} ms"
                           + (f", {r['cpu_us_per_query']:.0f} us CPU/query" if arm == "proxy" else ""), file=sys.stderr)
@@ -255,9 +293,12 @@ def summarize(rounds: list[dict], tests) -> dict:
         lat = {arm: statistics.median(r[f"{key}/{arm}"]["avg_ms"] for r in rounds) for arm in ("direct", "relay", "proxy")}
         cpu = statistics.median(r[f"{key}/proxy"]["cpu_us_per_query"] for r in rounds)
         errors = sum(r[f"{key}/proxy"]["errors"] for r in rounds)
+        machine = {arm: {k: statistics.median(r[f"{key}/{arm}"][k] for r in rounds)
+                         for k in ("machine_busy", "mariadb_us_per_query", "sysbench_us_per_query", "middle_us_per_query")}
+                   for arm in ("direct", "relay", "proxy")}
         out[key] = {"qps": med, "avg_ms": lat, "proxy_direct": med["proxy"] / med["direct"], "proxy_relay": med["proxy"] / med["relay"],
                     "relay_direct": med["relay"] / med["direct"], "proxy_cpu_us_per_query": cpu, "proxy_errors": errors,
-                    "added_latency_ms": lat["proxy"] - lat["direct"]}
+                    "added_latency_ms": lat["proxy"] - lat["direct"], "machine": machine}
     return out
 
 
@@ -269,6 +310,14 @@ def markdown(summary: dict) -> str:
         q = s["qps"]
         lines.append(f"| {test} | {threads} | {q['direct']:.0f} | {q['relay']:.0f} | {q['proxy']:.0f} | {s['proxy_direct']:.2f} | "
                      f"{s['proxy_relay']:.2f} | {s['proxy_cpu_us_per_query']:.0f} us | {s['avg_ms']['direct']:.3f} / {s['avg_ms']['proxy']:.3f} ms |")
+    lines += ["", "| sysbench test | threads | arm | machine busy | MariaDB CPU/query | sysbench CPU/query | relay or proxy CPU/query |",
+              "|---|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        test, threads = key.split("/")
+        for arm, m in s["machine"].items():
+            middle = "-" if arm == "direct" else f"{m['middle_us_per_query']:.0f} us"
+            lines.append(f"| {test} | {threads} | {arm} | {m['machine_busy'] * 100:.0f}% | {m['mariadb_us_per_query']:.0f} us | "
+                         f"{m['sysbench_us_per_query']:.0f} us | {middle} |")
     return "\n".join(lines)
 
 
