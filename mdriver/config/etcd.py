@@ -318,11 +318,12 @@ class EtcdSource:
         """Get a token for the user and send it with every request of this client."""
         client.session.headers.pop("Authorization", None)
         body = {"name": self.access.user, "password": self.access.password}
+        exc_mod = self._etcd3gw.exceptions
         try:
             token = client.post(client.get_url("auth/authenticate"), json=body).get("token")
-        except self._etcd3gw.exceptions.Etcd3Exception as e:
-            if isinstance(e, (self._etcd3gw.exceptions.ConnectionFailedError, self._etcd3gw.exceptions.ConnectionTimeoutError)):
-                raise
+        except (exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError):
+            raise  # the caller tries the next endpoint
+        except exc_mod.Etcd3Exception as e:
             host, port = self.endpoints[index]
             raise ConfigSourceError(f"etcd {host}:{port}: logging in as {self.access.user!r} failed: {_etcd_error(e.detail_text)}") from None
         if not token:
@@ -367,9 +368,10 @@ class EtcdSource:
                 client = self._client(index)
                 try:
                     result = client.post(client.get_url(path), json=payload)
+                except (exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError):
+                    raise
                 except exc_mod.Etcd3Exception as e:
-                    if isinstance(e, (exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError)) or \
-                            not self.expired(index, _etcd_error(e.detail_text)):
+                    if not self.expired(index, _etcd_error(e.detail_text)):
                         raise
                     result = client.post(client.get_url(path), json=payload)
             except (exc_mod.ConnectionFailedError, exc_mod.ConnectionTimeoutError) as e:
