@@ -211,6 +211,9 @@ def _parse_date(text: str) -> object:
 
 
 def _parse_datetime(text: str) -> object:
+    head, dot, fraction = text.partition(".")
+    if dot:  # as many digits as the column's precision; fromisoformat before 3.11 takes only 3 or 6
+        text = f"{head}.{fraction.ljust(6, '0')}"
     try:
         return datetime.datetime.fromisoformat(text)
     except ValueError:

@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _runtime(loop) -> str:
+    """The interpreter and event loop, which decide most of the proxy's CPU per statement."""
+    impl = sys.implementation
+    name = "PyPy" if impl.name == "pypy" else "CPython"
+    v = impl.version if impl.name == "pypy" else sys.version_info
+    kind = "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+    return f"{name} {v.major}.{v.minor}.{v.micro}, {kind}"
+
+
 def _load(source: str):
     from mdriver.config import ConfigError, ConfigSourceError, load_config
 
@@ -129,8 +138,8 @@ async def _serve(config, args, listen, worker: int = 0) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    who = f" (worker {worker})" if args.workers > 1 else ""
-    print(f"mdriver-proxy listening on {server.listen_host}:{server.listen_port}{who}", file=sys.stderr, flush=True)
+    who = f", worker {worker}" if args.workers > 1 else ""
+    print(f"mdriver-proxy listening on {server.listen_host}:{server.listen_port} ({_runtime(loop)}{who})", file=sys.stderr, flush=True)
     await stop.wait()
     logging.getLogger("mdriver.proxy").info("shutting down (up to %g s for running statements)", args.shutdown_timeout)
     await server.shutdown(args.shutdown_timeout)
@@ -157,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     if not config.proxy.users:
         print(f"mdriver-proxy: {args.config}: proxy.users is empty; no client could log in", file=sys.stderr)
         return 2
-    # Many short-lived objects per statement: collect the young generation less often.
-    gc.set_threshold(50_000, 20, 20)
-    gc.freeze()
+    if hasattr(gc, "freeze"):  # CPython; PyPy's collector needs no tuning
+        # Many short-lived objects per statement: collect the young generation less often.
+        gc.set_threshold(50_000, 20, 20)
+        gc.freeze()
     run = asyncio.run
     if not args.no_uvloop:
         try:

@@ -252,6 +252,10 @@ class _Session(requests.Session):
         return settings
 
 
+# A TLS handshake refused for want of a client certificate: CPython's ssl says one of the first two, PyPy's the last.
+_NO_CLIENT_CERT = ("eof occurred", "certificate required", "bad certificate")
+
+
 class EtcdSource:
     """The config source protocol (``url``, ``read``, ``write``) over etcd's v3 JSON gateway."""
 
@@ -307,8 +311,8 @@ class EtcdSource:
                 session.verify = a.ca
             if a.cert:
                 session.cert = (a.cert, a.key)
-            client = self._etcd3gw.client(host=host, port=port, timeout=self.timeout, api_path="/v3/", protocol=a.scheme,
-                                          session=session)
+            client = self._etcd3gw.client(host=host, port=port, timeout=self.timeout, api_path="/v3/", protocol=a.scheme)
+            client.session = session  # not an argument: etcd3gw 2.5, the last release for Python 3.9, has none
             if a.user is not None:
                 self._log_in(client, index)
             self._clients[index] = client
@@ -345,7 +349,7 @@ class EtcdSource:
         low = reason.lower()
         if not self.access.tls and "remote end closed" in low:
             reason += " (if etcd serves TLS, add tls=1 or ca=FILE to the URL)"
-        elif self.access.tls and not self.access.cert and ("eof occurred" in low or "certificate required" in low):
+        elif self.access.tls and not self.access.cert and any(m in low for m in _NO_CLIENT_CERT):
             reason += " (if etcd requires client certificates, add cert=FILE&key=FILE to the URL)"
         return f"{host}:{port} {reason}"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mdriver.compat import DATACLASS_SLOTS
+
 _TOKEN = re.compile(
     r"""
  (?P<ws>\s+)
@@ -25,7 +27,7 @@ _TOKEN = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **DATACLASS_SLOTS)
 class Tok:
     kind: str  # ident | str | marker | word | op
     start: int

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from pymysql.constants import FIELD_TYPE
 
+from mdriver.compat import DATACLASS_SLOTS
+
 CHARSET_BINARY = 63
 CHARSET_UTF8MB4_GENERAL_CI = 45
 NOT_NULL_FLAG = 1
@@ -18,7 +20,7 @@ BINARY_FLAG = 128
 NUM_FLAG = 32768
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **DATACLASS_SLOTS)
 class ShardQuery:
     """One physical statement: run ``sql`` with ``database`` as the current database."""
 
@@ -28,7 +30,7 @@ class ShardQuery:
     write: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **DATACLASS_SLOTS)
 class Column:
     """A result column as the MySQL protocol describes it.
 
@@ -49,7 +51,7 @@ class Column:
     schema: str = ""
 
 
-@dataclass(slots=True)
+@dataclass(**DATACLASS_SLOTS)
 class ShardResult:
     """What a backend returns for one ShardQuery (columns empty for statements without a result set)."""
 
@@ -60,7 +62,7 @@ class ShardResult:
     warnings: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(**DATACLASS_SLOTS)
 class Result:
     """The merged result of a plan, as the client must see it."""
 

@@ -1,6 +1,7 @@
 """``mdriver-proxy`` as operators run it: help, config errors, SIGTERM drain, SIGHUP reload, metrics, workers."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -228,3 +229,20 @@ def test_workers_share_the_port(cli_proxy):
     assert workers <= {0, 1} and len(workers) >= 1
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(20) == 0
+
+
+def test_the_start_up_line_names_the_runtime(cli_proxy):
+    p = cli_proxy()
+    deadline = time.monotonic() + 10  # printed just after the port opens
+    while not (lines := [ln for ln in p.output().splitlines() if ln.startswith("mdriver-proxy listening on")]):
+        assert time.monotonic() < deadline, p.output()
+        time.sleep(0.05)
+    line = lines[0]
+    impl = sys.implementation
+    if impl.name == "pypy":  # this interpreter runs the proxy too (see Proxy)
+        expected = f"(PyPy {impl.version.major}.{impl.version.minor}.{impl.version.micro}, asyncio)"
+    else:
+        v = sys.version_info
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        expected = f"(CPython {v.major}.{v.minor}.{v.micro}, {loop})"
+    assert line == f"mdriver-proxy listening on 127.0.0.1:{p.port} {expected}"
