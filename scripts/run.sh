@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Command 1: install everything, start the sandbox (two MariaDB servers with the
 # full 32 x 32 layout of config/sharding.yaml), then run the proxy in the
-# foreground on 127.0.0.1:3307. Until the proxy exists, run the driver demo.
+# foreground on 127.0.0.1:3307: on PyPy (.venv-pypy), its faster runtime, where
+# install.sh could set it up, else on CPython (.venv).
 # MDRIVER_CONFIG and MDRIVER_SANDBOX_STATE choose another config / state folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,7 @@ STATE="${MDRIVER_SANDBOX_STATE:-.state/sandbox}"
 bash scripts/install.sh
 .venv/bin/mdriver-sandbox up --config "$CONFIG" --state "$STATE"
 
-if [ -f proxy/cli.py ] && .venv/bin/python -m proxy.cli --help >/dev/null 2>&1; then
-  listen="$(.venv/bin/python - "$CONFIG" <<'PY'
+listen="$(.venv/bin/python - "$CONFIG" <<'PY'
 import sys
 from mdriver.config import load_config
 p = load_config(sys.argv[1]).proxy
@@ -22,14 +22,8 @@ who = f"-u{user.name} -p{user.password} {user.schemas[0] if user.schemas else ''
 print(f"mariadb -h{p.listen_host} -P{p.listen_port} {who}".strip())
 PY
 )"
-  echo "proxy: starting; connect with:"
-  echo "    $listen"
-  exec .venv/bin/mdriver-proxy --config "$CONFIG"
-elif [ -f examples/driver_demo.py ]; then
-  echo "the proxy is not available yet; running the driver demo instead"
-  if [ "$CONFIG" = config/sharding.yaml ]; then exec .venv/bin/python examples/driver_demo.py; fi
-  exec .venv/bin/python examples/driver_demo.py --config "$CONFIG"
-else
-  echo "neither the proxy nor the driver demo exists yet; the sandbox is up:"
-  exec .venv/bin/mdriver-sandbox status --config "$CONFIG" --state "$STATE"
-fi
+proxy=.venv/bin/mdriver-proxy
+[ -x .venv-pypy/bin/mdriver-proxy ] && proxy=.venv-pypy/bin/mdriver-proxy
+echo "proxy: starting; connect with:"
+echo "    $listen"
+exec "$proxy" --config "$CONFIG"
