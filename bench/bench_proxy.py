@@ -7,11 +7,16 @@ targets, interleaved and repeated:
 
 * direct: MariaDB itself (unsharded table)
 * relay:  socat forwarding bytes to that MariaDB (what any proxy costs at least)
-* proxy:  mdriver-proxy in front of the 32 x 32 layout
+* proxy-cpython, proxy-pypy: mdriver-proxy in front of the 32 x 32 layout, on
+  CPython (this interpreter, with uvloop) and on PyPy (.venv-pypy, made by
+  scripts/install.sh); ``--runtimes`` picks which
 
-It prints medians and ratios (proxy/direct, proxy/relay), the proxy's CPU
+It prints medians and ratios (proxy/direct, proxy/relay; also the median and
+range of the per-round proxy/relay ratios, steadier when the machine's speed
+drifts between rounds), the proxy's CPU
 time per query from /proc/<pid>/stat, and the latency the proxy adds at one
-thread. Ratios are what to compare: the machine is shared (DESIGN §8).
+thread. Each proxy first serves a few seconds of point selects that are not
+counted (plan cache, backend prepared statements, PyPy's JIT). Ratios are what to compare: the machine is shared (DESIGN §8).
 A second table shows, per arm, how busy the whole machine was (/proc/stat)
 and the CPU per query of MariaDB, sysbench and the middle process: on two
 cores, a middle process that leaves the cores idle makes every other
@@ -47,6 +52,7 @@ from mdriver.sharding import locate  # noqa: E402
 SBTEST_CONFIG = os.path.join(ROOT, "config", "sbtest.yaml")
 SBTEST_SCHEMA = os.path.join(ROOT, "tests", "integration", "proxy", "sbtest_schema.sql")
 USER, PASSWORD = "sbtest", "sbtest-secret"
+WARM_SECONDS = 3  # uncounted point selects per proxy before the rounds
 DIRECT_DB = "sbdirect"
 
 
@@ -121,9 +127,31 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
 
 
-def start_proxy(config_path: str, port: int, log_path: str, workers: int = 1) -> subprocess.Popen:
+RUNTIMES = {  # the proxy's interpreters: this one if it is CPython, and the virtualenvs of scripts/install.sh
+    "cpython": sys.executable if sys.implementation.name == "cpython" else os.path.join(ROOT, ".venv", "bin", "python"),
+    "pypy": os.path.join(ROOT, ".venv-pypy", "bin", "python"),
+}
+
+
+def runtimes_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtimes", default="cpython,pypy", type=_runtimes, metavar="LIST",
+                        help=f"the proxy's interpreters, comma-separated, from: cpython ({RUNTIMES['cpython']}), "
+                             f"pypy ({RUNTIMES['pypy']}) (default %(default)s)")
+
+
+def _runtimes(value: str) -> list[str]:
+    names = [r for r in value.split(",") if r]
+    for name in names:
+        if name not in RUNTIMES:
+            raise argparse.ArgumentTypeError(f"unknown runtime {name!r} (choose from {', '.join(RUNTIMES)})")
+        if not os.access(RUNTIMES[name], os.X_OK):
+            raise argparse.ArgumentTypeError(f"{name} needs {RUNTIMES[name]}; run scripts/install.sh, or leave {name} out")
+    return names
+
+
+def start_proxy(python: str, config_path: str, port: int, log_path: str, workers: int = 1) -> subprocess.Popen:
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", config_path, "--listen", f"127.0.0.1:{port}",
+    proc = subprocess.Popen([python, "-m", "proxy.cli", "--config", config_path, "--listen", f"127.0.0.1:{port}",
                              "--log-level", "WARNING", "--workers", str(workers)], cwd=ROOT, stdout=log, stderr=log)
     wait_port(port)
     time.sleep(0.5 if workers > 1 else 0)  # let every worker bind
@@ -231,11 +259,14 @@ def run(args) -> dict:
     results: dict = {"config": vars(args), "rounds": []}
     try:
         start_all(instances.values())
-        proxy_port, relay_port = free_port(), free_port()
-        cfg_path = write_config_with_ports(SBTEST_CONFIG, os.path.join(base, "sbtest.yaml"),
-                                           {n: i.port for n, i in instances.items()}, proxy_listen=f"127.0.0.1:{proxy_port}",
-                                           metrics=f"127.0.0.1:{free_port()}")
-        config = load_config(cfg_path)
+        relay_port = free_port()
+        ports = {n: i.port for n, i in instances.items()}
+
+        def proxy_config(name: str) -> str:  # each proxy its own listen and metrics port
+            return write_config_with_ports(SBTEST_CONFIG, os.path.join(base, f"{name}.yaml"), ports,
+                                           proxy_listen=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}")
+
+        config = load_config(proxy_config("sbtest"))
 
         def connect(ds, **kw):
             return instances[ds].connect(**kw)
@@ -244,12 +275,18 @@ def run(args) -> dict:
         create_sbtest(config, connect)
         load_sbtest(config, connect, args.table_size)
         load_direct(connect, "ds0", args.table_size)
-        proxy = start_proxy(cfg_path, proxy_port, os.path.join(base, "proxy.log"), args.proxy_workers)
-        procs.append(proxy)
         relay = start_relay(relay_port, instances["ds0"].port)
         procs.append(relay)
-        arms = {"direct": (instances["ds0"].port, DIRECT_DB), "relay": (relay_port, DIRECT_DB), "proxy": (proxy_port, "sbtest")}
-        middle = {"direct": None, "relay": relay.pid, "proxy": proxy.pid}
+        arms = {"direct": (instances["ds0"].port, DIRECT_DB), "relay": (relay_port, DIRECT_DB)}
+        middle = {"direct": None, "relay": relay.pid}
+        for runtime in args.runtimes:
+            port = free_port()
+            proxy = start_proxy(RUNTIMES[runtime], proxy_config(f"proxy-{runtime}"), port,
+                                os.path.join(base, f"proxy-{runtime}.log"), args.proxy_workers)
+            procs.append(proxy)
+            arms[f"proxy-{runtime}"] = (port, "sbtest")
+            middle[f"proxy-{runtime}"] = proxy.pid
+            sysbench("oltp_point_select", port, "sbtest", args.threads, WARM_SECONDS, args.table_size)
         mariadb_pids = [i.pid for i in instances.values()]
         tests = [("oltp_point_select", args.threads), ("oltp_point_select", 1)]
         if not args.point_select_only:
@@ -265,11 +302,10 @@ def run(args) -> dict:
                     meter = MachineMeter(mariadb_pids, middle[arm])
                     r = sysbench(test, port, db, threads, args.time, args.table_size)
                     r.update(meter.result(r["queries"]))
-                    if arm == "proxy":
-                        r["cpu_us_per_query"] = r["middle_us_per_query"]
                     row[f"{test}/{threads}/{arm}"] = r
                     print(f"round {rnd + 1} {test} threads={threads} {arm}: {r['qps']:.0f} qps, avg {r['avg_ms']:.3f} ms"
-                          + (f", {r['cpu_us_per_query']:.0f} us CPU/query" if arm == "proxy" else ""), file=sys.stderr)
+                          + (f", {r['middle_us_per_query']:.0f} us CPU/query" if middle[arm] else ""),
+                          file=sys.stderr)
             results["rounds"].append(row)
         results["summary"] = summarize(results["rounds"], tests)
         return results
@@ -286,30 +322,46 @@ def run(args) -> dict:
 
 
 def summarize(rounds: list[dict], tests) -> dict:
+    """Medians over rounds per test and arm; ratios per proxy arm (``proxy-<runtime>``), from the medians."""
     out = {}
     for test, threads in tests:
         key = f"{test}/{threads}"
-        med = {arm: statistics.median(r[f"{key}/{arm}"]["qps"] for r in rounds) for arm in ("direct", "relay", "proxy")}
-        lat = {arm: statistics.median(r[f"{key}/{arm}"]["avg_ms"] for r in rounds) for arm in ("direct", "relay", "proxy")}
-        cpu = statistics.median(r[f"{key}/proxy"]["cpu_us_per_query"] for r in rounds)
-        errors = sum(r[f"{key}/proxy"]["errors"] for r in rounds)
-        machine = {arm: {k: statistics.median(r[f"{key}/{arm}"][k] for r in rounds)
-                         for k in ("machine_busy", "mariadb_us_per_query", "sysbench_us_per_query", "middle_us_per_query")}
-                   for arm in ("direct", "relay", "proxy")}
-        out[key] = {"qps": med, "avg_ms": lat, "proxy_direct": med["proxy"] / med["direct"], "proxy_relay": med["proxy"] / med["relay"],
-                    "relay_direct": med["relay"] / med["direct"], "proxy_cpu_us_per_query": cpu, "proxy_errors": errors,
-                    "added_latency_ms": lat["proxy"] - lat["direct"], "machine": machine}
+        arms = [k[len(key) + 1:] for k in rounds[0] if k.startswith(key + "/")]
+
+        def median(arm: str, field: str) -> float:
+            return statistics.median(r[f"{key}/{arm}"][field] for r in rounds)
+
+        qps = {arm: median(arm, "qps") for arm in arms}
+        lat = {arm: median(arm, "avg_ms") for arm in arms}
+        proxies = {arm: {"proxy_direct": qps[arm] / qps["direct"], "proxy_relay": qps[arm] / qps["relay"],
+                         "proxy_relay_by_round": [r[f"{key}/{arm}"]["qps"] / r[f"{key}/relay"]["qps"] for r in rounds],
+                         "cpu_us_per_query": median(arm, "middle_us_per_query"),
+                         "errors": sum(r[f"{key}/{arm}"]["errors"] for r in rounds),
+                         "added_latency_ms": lat[arm] - lat["direct"]}
+                   for arm in arms if arm.startswith("proxy")}
+        machine = {arm: {k: median(arm, k) for k in ("machine_busy", "mariadb_us_per_query", "sysbench_us_per_query",
+                                                      "middle_us_per_query")}
+                   for arm in arms}
+        out[key] = {"qps": qps, "avg_ms": lat, "relay_direct": qps["relay"] / qps["direct"], "proxies": proxies, "machine": machine}
     return out
 
 
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def markdown(summary: dict) -> str:
-    lines = ["| sysbench test | threads | direct qps | relay qps | proxy qps | proxy/direct | proxy/relay | proxy CPU/query | avg latency direct / proxy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| sysbench test | threads | proxy on | direct qps | relay qps | proxy qps | proxy/direct | proxy/relay | "
+             "proxy/relay per round: median (range) | proxy CPU/query | avg latency direct / proxy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, s in summary.items():
         test, threads = key.split("/")
-        q = s["qps"]
-        lines.append(f"| {test} | {threads} | {q['direct']:.0f} | {q['relay']:.0f} | {q['proxy']:.0f} | {s['proxy_direct']:.2f} | "
-                     f"{s['proxy_relay']:.2f} | {s['proxy_cpu_us_per_query']:.0f} us | {s['avg_ms']['direct']:.3f} / {s['avg_ms']['proxy']:.3f} ms |")
+        q, lat = s["qps"], s["avg_ms"]
+        for arm, p in s["proxies"].items():
+            lines.append(f"| {test} | {threads} | {arm[len('proxy-'):]} | {q['direct']:.0f} | {q['relay']:.0f} | {q[arm]:.0f} | "
+                         f"{p['proxy_direct']:.2f} | {p['proxy_relay']:.2f} | {_spread(p['proxy_relay_by_round'])} | "
+                         f"{p['cpu_us_per_query']:.0f} us | "
+                         f"{lat['direct']:.3f} / {lat[arm]:.3f} ms |")
     lines += ["", "| sysbench test | threads | arm | machine busy | MariaDB CPU/query | sysbench CPU/query | relay or proxy CPU/query |",
               "|---|---|---|---|---|---|---|"]
     for key, s in summary.items():
@@ -329,6 +381,7 @@ def main(argv=None) -> int:
     p.add_argument("--table-size", type=int, default=10000)
     p.add_argument("--point-select-only", action="store_true", help="skip oltp_read_only and oltp_read_write")
     p.add_argument("--proxy-workers", type=int, default=1, help="mdriver-proxy --workers (default %(default)s)")
+    runtimes_arg(p)
     p.add_argument("--json", metavar="FILE", help="also write all measurements as JSON")
     args = p.parse_args(argv)
     if shutil.which("sysbench") is None:

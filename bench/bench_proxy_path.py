@@ -15,7 +15,10 @@ connection given back. CPU time per statement is reported for:
 
 This is the part of the proxy's CPU per query that the code controls; the
 socket system calls and wake-ups (measured by bench_proxy.py) come on top.
-Rounds are interleaved; medians are printed.
+Each runtime (CPython: this interpreter; PyPy: .venv-pypy) runs in its own
+process, one per round, rounds and runtimes interleaved; each process first
+runs WARM statements per arm uncounted (plan cache, PyPy's JIT); medians are
+printed.
 
     .venv/bin/python bench/bench_proxy_path.py --rounds 5 --statements 20000
 """
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -53,6 +58,9 @@ from proxy.frontend import ClientConnection  # noqa: E402
 from proxy.pool import PoolSettings  # noqa: E402
 from proxy.server import ProxyServer, ServerOptions  # noqa: E402
 from proxy.session import PreparedStatement  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_proxy import RUNTIMES, runtimes_arg  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "config", "sbtest.yaml")
 SQL = "SELECT c FROM sbtest1 WHERE id=?"
@@ -188,21 +196,21 @@ ARMS = {
 }
 
 
+WARM = 5000
+
+
 def measure(path: Path, make, statements: int) -> float:
     packets = [make(1 + (i * 7919) % 100_000) for i in range(1000)]
-    for p in packets:  # warm: plans, point routes, backend statements
-        path.run(p)
+    for i in range(WARM):  # warm: plans, point routes, backend statements, a JIT
+        path.run(packets[i % 1000])
     start = time.process_time()
     for i in range(statements):
         path.run(packets[i % 1000])
     return (time.process_time() - start) / statements * 1e6
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--statements", type=int, default=20000, help="statements per arm and round")
-    args = ap.parse_args(argv)
+def one_round(statements: int, reverse: bool) -> dict[str, float]:
+    """One process's round: every arm once, checked first (what the proxy sends and answers)."""
     paths = {name: Path(stmts) for name, (stmts, _) in ARMS.items()}
     for name, (_, make) in ARMS.items():
         got = paths[name].run(make(5))
@@ -211,14 +219,34 @@ def main(argv=None) -> int:
         forwarded = any(c.COM_STMT_EXECUTE in conn.transport.commands for conn in paths[name].backends)
         if forwarded != (name == "execute"):
             raise RuntimeError(f"{name}: the backends {'got' if forwarded else 'did not get'} COM_STMT_EXECUTE")
-    results: dict[str, list[float]] = {name: [] for name in ARMS}
+    names = list(reversed(ARMS)) if reverse else list(ARMS)
+    return {name: measure(paths[name], ARMS[name][1], statements) for name in names}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--statements", type=int, default=20000, help="statements per arm and round")
+    runtimes_arg(ap)
+    ap.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)  # a child: print one round as JSON
+    ap.add_argument("--reverse", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one_round:
+        print(json.dumps(one_round(args.statements, args.reverse)))
+        return 0
+    results: dict[str, dict[str, list[float]]] = {rt: {name: [] for name in ARMS} for rt in args.runtimes}
     for r in range(args.rounds):
-        for name in (list(ARMS) if r % 2 == 0 else list(reversed(ARMS))):
-            results[name].append(measure(paths[name], ARMS[name][1], args.statements))
-    print("| statement | proxy Python CPU per statement (median) |")
-    print("|---|---|")
-    for name, values in results.items():
-        print(f"| {name} | {statistics.median(values):.1f} us |")
+        for runtime in (args.runtimes if r % 2 == 0 else list(reversed(args.runtimes))):
+            cmd = [RUNTIMES[runtime], os.path.abspath(__file__), "--one-round", "--statements", str(args.statements)]
+            out = subprocess.run(cmd + (["--reverse"] if r % 2 else []), capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"the {runtime} round failed ({out.returncode}):\n{out.stderr[-3000:]}")
+            for name, us in json.loads(out.stdout).items():
+                results[runtime][name].append(us)
+    print("| statement | " + " | ".join(f"{rt} (median)" for rt in args.runtimes) + " |")
+    print("|---|" + "---|" * len(args.runtimes))
+    for name in ARMS:
+        print(f"| {name} | " + " | ".join(f"{statistics.median(results[rt][name]):.1f} us" for rt in args.runtimes) + " |")
     return 0
 
 

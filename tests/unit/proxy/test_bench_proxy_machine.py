@@ -27,15 +27,28 @@ def test_the_meter_charges_a_busy_middle_process_and_its_reaped_children():
     assert 0 < got["machine_busy"] <= 1
 
 
-def test_summary_table_lists_every_arm():
+def test_summary_table_lists_every_arm_and_each_proxy_runtime():
     def arm(qps, busy, mariadb, middle):
-        return {"qps": qps, "avg_ms": 4 / qps * 1000, "errors": 0, "cpu_us_per_query": middle, "machine_busy": busy,
+        return {"qps": qps, "avg_ms": 4 / qps * 1000, "errors": 0, "machine_busy": busy,
                 "mariadb_us_per_query": mariadb, "sysbench_us_per_query": 15.0, "middle_us_per_query": middle}
 
     rounds = [{"oltp_point_select/4/direct": arm(40000, 1.0, 25, 0), "oltp_point_select/4/relay": arm(20000, 0.99, 40, 41),
-               "oltp_point_select/4/proxy": arm(10000, 0.82, 63, 72)}]
+               "oltp_point_select/4/proxy-cpython": arm(10000, 0.82, 63, 72),
+               "oltp_point_select/4/proxy-pypy": arm(16000, 0.95, 34, 40)},
+              {"oltp_point_select/4/direct": arm(40000, 1.0, 25, 0), "oltp_point_select/4/relay": arm(10000, 0.99, 40, 41),
+               "oltp_point_select/4/proxy-cpython": arm(10000, 0.82, 63, 72),
+               "oltp_point_select/4/proxy-pypy": arm(9000, 0.95, 34, 40)},
+              {"oltp_point_select/4/direct": arm(40000, 1.0, 25, 0), "oltp_point_select/4/relay": arm(30000, 0.99, 40, 41),
+               "oltp_point_select/4/proxy-cpython": arm(10000, 0.82, 63, 72),
+               "oltp_point_select/4/proxy-pypy": arm(21000, 0.95, 34, 40)}]
     summary = bench_proxy.summarize(rounds, [("oltp_point_select", 4)])
-    assert summary["oltp_point_select/4"]["proxy_relay"] == 0.5
+    proxies = summary["oltp_point_select/4"]["proxies"]
+    assert proxies["proxy-cpython"]["proxy_relay"] == 0.5  # of the medians: 10000 / 20000
+    assert proxies["proxy-pypy"]["proxy_relay"] == 0.8  # 16000 / 20000
+    assert proxies["proxy-pypy"]["proxy_relay_by_round"] == [0.8, 0.9, 0.7]
     table = bench_proxy.markdown(summary)
-    assert "| oltp_point_select | 4 | proxy | 82% | 63 us | 15 us | 72 us |" in table
+    assert "| oltp_point_select | 4 | cpython | 40000 | 20000 | 10000 | 0.25 | 0.50 | 0.50 (0.33-1.00) | 72 us | 0.100 / 0.400 ms |" in table
+    assert "| oltp_point_select | 4 | pypy | 40000 | 20000 | 16000 | 0.40 | 0.80 | 0.80 (0.70-0.90) | 40 us | 0.100 / 0.250 ms |" in table
+    assert "| oltp_point_select | 4 | proxy-cpython | 82% | 63 us | 15 us | 72 us |" in table
+    assert "| oltp_point_select | 4 | proxy-pypy | 95% | 34 us | 15 us | 40 us |" in table
     assert "| oltp_point_select | 4 | direct | 100% | 25 us | 15 us | - |" in table
