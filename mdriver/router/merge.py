@@ -56,8 +56,11 @@ def general_ci_key(s: str) -> str:
     PAD SPACE: trailing spaces are dropped and one space appended, so that
     ``'a'`` sorts after ``'a\t'`` as it does padded with spaces.
     """
-    s = s.rstrip(" ").translate(_WEIGHTS)
-    if not s.isascii() and any(ord(c) > 0xFFFF for c in s):
+    s = s.rstrip(" ")
+    if s.isascii():  # the usual case, and translate() is slow (on PyPy 20 us for 120 characters)
+        return s.upper() + " "  # ASCII weights: a-z sort as A-Z, the rest as themselves
+    s = s.translate(_WEIGHTS)
+    if any(ord(c) > 0xFFFF for c in s):
         s = "".join("\ufffd" if ord(c) > 0xFFFF else c for c in s)
     return s + " "
 

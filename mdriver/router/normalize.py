@@ -374,6 +374,7 @@ def literal_value(text: str) -> object:
 
 
 _ESCAPE_TABLE = {0: "\\0", ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", 0x1A: "\\Z", ord('"'): '\\"', ord("'"): "\\'"}
+_NEEDS_ESCAPE = re.compile("[\\0\\\\\n\r\x1a\"']")  # most values have none: skip translate(), slow on PyPy
 
 
 def sql_literal(value: object) -> str:
@@ -381,7 +382,7 @@ def sql_literal(value: object) -> str:
     if type(value) is int:
         return str(value)
     if isinstance(value, str):
-        return "'" + value.translate(_ESCAPE_TABLE) + "'"
+        return "'" + (value.translate(_ESCAPE_TABLE) if _NEEDS_ESCAPE.search(value) else value) + "'"
     if isinstance(value, (bytes, bytearray)):
         return f"X'{bytes(value).hex()}'"
     if type(value) in (tuple, list, set, frozenset):

@@ -5,6 +5,8 @@ from decimal import Decimal
 
 import pytest
 import sqlglot
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mdriver.router import merge
 from mdriver.router.evaluate import Unsupported, compile_expr, truth
@@ -27,6 +29,12 @@ def test_general_ci_equal(a, b):
                                  ("a\t", "a"), ("a", "a!"), ("z", "Ω"), ("ω", "д"), ("Д", "中")])
 def test_general_ci_order(a, b):
     assert merge.general_ci_key(a) < merge.general_ci_key(b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_keys_take_a_shortcut_to_the_same_weights(s):
+    assert merge.general_ci_key(s) == s.rstrip(" ").translate(merge._WEIGHTS) + " "
 
 
 def test_binary_collation_is_case_sensitive():

@@ -155,6 +155,11 @@ def test_list_parameters_expand_like_pymysql():
     assert rendered(n) == _pymysql_mogrify(sql, args)
 
 
+@pytest.mark.parametrize("text", ["\0", "\\", "\n", "\r", "\x1a", '"', "'", "it's", 'a"b\\c\nd', "plain", "é中😀", ""])
+def test_sql_literal_escapes_strings_as_pymysql_does(text):
+    assert sql_literal(text) == _pymysql_mogrify("%s", (text,))
+
+
 def test_sql_literal_matches_pymysql_for_other_types():
     assert sql_literal(Decimal("1.10")) == _pymysql_mogrify("%s", (Decimal("1.10"),))
     assert sql_literal(datetime.time(1, 2, 3)) == _pymysql_mogrify("%s", (datetime.time(1, 2, 3),))
