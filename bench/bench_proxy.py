@@ -13,10 +13,11 @@ targets, interleaved and repeated:
 
 It prints medians and ratios (proxy/direct, proxy/relay; also the median and
 range of the per-round proxy/relay ratios, steadier when the machine's speed
-drifts between rounds), the proxy's CPU
-time per query from /proc/<pid>/stat, and the latency the proxy adds at one
-thread. Each proxy first serves a few seconds of point selects that are not
-counted (plan cache, backend prepared statements, PyPy's JIT). Ratios are what to compare: the machine is shared (DESIGN §8).
+drifts between rounds), the proxy's CPU time per query from /proc/<pid>/stat,
+and the latency the proxy adds at one thread. Each proxy first serves a few
+seconds of point selects that are not counted (plan cache, backend prepared
+statements, PyPy's JIT). Ratios are what to compare: the machine is shared
+(DESIGN §8).
 A second table shows, per arm, how busy the whole machine was (/proc/stat)
 and the CPU per query of MariaDB, sysbench and the middle process: on two
 cores, a middle process that leaves the cores idle makes every other

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Command 1: install everything, start the sandbox (two MariaDB servers with the
 # full 32 x 32 layout of config/sharding.yaml), then run the proxy in the
-# foreground on 127.0.0.1:3307: on PyPy (.venv-pypy), its faster runtime, where
-# install.sh could set it up, else on CPython (.venv).
+# foreground on 127.0.0.1:3307 (on CPython; .venv-pypy/bin/mdriver-proxy is the
+# same proxy on PyPy, faster for single-shard statements: README, Performance).
 # MDRIVER_CONFIG and MDRIVER_SANDBOX_STATE choose another config / state folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,6 @@ who = f"-u{user.name} -p{user.password} {user.schemas[0] if user.schemas else ''
 print(f"mariadb -h{p.listen_host} -P{p.listen_port} {who}".strip())
 PY
 )"
-proxy=.venv/bin/mdriver-proxy
-[ -x .venv-pypy/bin/mdriver-proxy ] && proxy=.venv-pypy/bin/mdriver-proxy
 echo "proxy: starting; connect with:"
 echo "    $listen"
-exec "$proxy" --config "$CONFIG"
+exec .venv/bin/mdriver-proxy --config "$CONFIG"
