@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 from decimal import Decimal
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,8 +39,8 @@ class UserRelation(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False, default=lambda: ids.take(1)[0])
     target_uid: Mapped[int] = mapped_column(BigInteger)
     relation_type: Mapped[int] = mapped_column(SmallInteger, default=1)
-    remark: Mapped[str | None] = mapped_column(String(64))
-    score: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    remark: Mapped[Optional[str]] = mapped_column(String(64))  # Optional: SQLAlchemy evaluates these on Python 3.9 too
+    score: Mapped[Optional[Decimal]] = mapped_column(Numeric(12, 2))
     created_at = mapped_column(DateTime, server_default=func.now(6))
 
     def __repr__(self) -> str:

@@ -5,7 +5,7 @@
 #     the tests run their own servers on their own ports);
 #   - a virtualenv in .venv with this package and its test extras;
 #   - a PyPy virtualenv in .venv-pypy, the proxy's faster runtime (Debian's pypy3),
-#     with the same package: the test command runs the proxy's tests on it too.
+#     with the same package: the test command runs the suite on it too.
 # Safe to run again: a second run installs nothing and takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -2,10 +2,10 @@
 # Command 2: install everything, then run the whole test suite. The tests start
 # their own MariaDB servers and etcd on free ports and stop them at the end.
 #
-# With no arguments: the whole suite on CPython (.venv), then the unit tests and
-# the proxy's and etcd's integration tests again on PyPy (.venv-pypy), the
-# proxy's faster runtime. Extra arguments go to pytest and run on CPython only
-# (e.g. --long, -k name, tests/unit); `--pypy ARGS...` runs them on PyPy instead.
+# With no arguments: the whole suite on CPython (.venv), then again on PyPy
+# (.venv-pypy), the proxy's faster runtime, all but the reliability suite.
+# Extra arguments go to pytest and run on CPython only (e.g. --long, -k name,
+# tests/unit); `--pypy ARGS...` runs them on PyPy instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +31,7 @@ need_pypy() {
 if [ "${1:-}" = "--pypy" ]; then
   shift
   need_pypy
-  [ "$#" -gt 0 ] || set -- tests/unit tests/integration/proxy tests/integration/etcd
+  [ "$#" -gt 0 ] || set -- tests --ignore=tests/reliability
   run .venv-pypy/bin/python "$@" && exit 0 || exit $?
 fi
 if [ "$#" -gt 0 ]; then
@@ -41,9 +41,9 @@ fi
 rc=0
 run .venv/bin/python tests || rc=$?
 need_pypy
-echo "test: the unit tests and the proxy's and etcd's integration tests again, on PyPy"
+echo "test: the suite again on PyPy, all but tests/reliability"
 prc=0
-run .venv-pypy/bin/python tests/unit tests/integration/proxy tests/integration/etcd || prc=$?
+run .venv-pypy/bin/python tests --ignore=tests/reliability || prc=$?
 if [ "$rc" -ne 0 ] || [ "$prc" -ne 0 ]; then
   echo "test: failed (CPython: exit $rc, PyPy: exit $prc)" >&2
   exit 1

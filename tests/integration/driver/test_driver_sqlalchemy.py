@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 from sqlalchemy import BigInteger, Integer, String, create_engine, func, select, text
@@ -22,7 +23,7 @@ class Relation(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     target_uid: Mapped[int] = mapped_column(BigInteger)
     relation_type: Mapped[int] = mapped_column(Integer, default=1)
-    remark: Mapped[str | None] = mapped_column(String(64))
+    remark: Mapped[Optional[str]] = mapped_column(String(64))  # not str | None: SQLAlchemy evaluates it, and PyPy is 3.9
 
 
 @pytest.fixture
