@@ -198,6 +198,10 @@ class ClientRegistration:
                     log.warning("client %s cannot reach etcd: %s", self.id, e)
                 self.last_error = str(e)
                 wait = self.retry_interval
+            except Exception as e:  # noqa: BLE001 - a dead thread would block every write fence until restart
+                log.exception("client %s: registration failed unexpectedly; retrying", self.id)
+                self.last_error = repr(e)
+                wait = self.retry_interval
             self._wake.wait(wait)
             self._wake.clear()
 

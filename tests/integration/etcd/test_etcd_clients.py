@@ -116,6 +116,25 @@ def test_registration_comes_back_after_its_lease_is_lost(source, make_registrati
     assert info.id == reg.id and info.revision == "7"
 
 
+def test_registration_outlives_an_unexpected_error(source, make_registration):
+    # seen on PyPy: requests read os.environ while another thread changed it, and KeyError killed the thread
+    reg = make_registration(source.url, "proxy", ttl=2, revision="1", retry_interval=0.1)
+    assert reg.wait_registered(2)
+    real_put = reg._source.put  # noqa: SLF001
+    failures = []
+
+    def put_failing_once(*args, **kw):
+        if not failures:
+            failures.append(1)
+            raise KeyError("PYTEST_CURRENT_TEST")
+        return real_put(*args, **kw)
+
+    reg._source.put = put_failing_once  # noqa: SLF001 - the fault: one surprise inside the thread
+    reg.ack("2")
+    assert reg.wait_registered(3), reg.last_error
+    assert failures and [c.revision for c in list_clients(source.url)] == ["2"]
+
+
 def test_registration_survives_an_etcd_restart(source, etcd_server, make_registration):
     reg = make_registration(source.url, "proxy", ttl=3, revision="1", retry_interval=0.1)
     assert reg.wait_registered(2)
