@@ -68,40 +68,33 @@ fi
 
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "Python 3.10 or newer is needed (python3 is $(python3 -V 2>&1))"
 
-if [ ! -x .venv/bin/python ]; then
-  say "creating the virtualenv .venv"
-  python3 -m venv .venv
-fi
-
-# Reinstall the package only when its metadata changed since the last install.
-stamp=.venv/.mdriver-installed
+# venv PYTHON DIR EXTRAS [PIP_OPTION...]: make the virtualenv DIR with PYTHON if missing, and
+# (re)install this package with EXTRAS only when its metadata changed since the last install.
 want="$(cat setup.cfg setup.py | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import mdriver, sqlglot, pymysql, pytest, etcd3gw, hypothesis, yaml' >/dev/null 2>&1; then
-  say "installing mdriver and its Python dependencies into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip || say "could not upgrade pip; continuing with $(.venv/bin/python -m pip --version)"
-  .venv/bin/python -m pip install -q -e '.[test,etcd,fast,sqlalchemy]'
-  printf '%s\n' "$want" > "$stamp"
-else
-  say "Python packages up to date in .venv"
-fi
+venv() {
+  local python=$1 dir=$2 extras=$3 stamp=$2/.mdriver-installed
+  shift 3
+  if [ ! -x "$dir/bin/python" ]; then
+    say "creating the virtualenv $dir"
+    "$python" -m venv "$dir"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
+      || ! "$dir/bin/python" -c 'import mdriver, sqlglot, pymysql, pytest, etcd3gw, hypothesis, cryptography, yaml' >/dev/null 2>&1; then
+    say "installing mdriver and its Python dependencies into $dir"
+    "$dir/bin/python" -m pip install -q --upgrade pip || say "could not upgrade pip in $dir; continuing"
+    "$dir/bin/python" -m pip install -q "$@" -e ".[$extras]"
+    printf '%s\n' "$want" > "$stamp"
+  else
+    say "Python packages up to date in $dir"
+  fi
+}
 
+venv python3 .venv test,etcd,fast,sqlalchemy
 # PyPy 3.9 runs the proxy's own code about 7 times faster than CPython (README,
 # Performance). --prefer-binary: the newest cryptography has no PyPy 3.9 wheel and its
 # source build needs Rust crates from crates.io; 43.x has a wheel.
 if command -v pypy3 >/dev/null 2>&1; then
-  if [ ! -x .venv-pypy/bin/python ]; then
-    say "creating the PyPy virtualenv .venv-pypy"
-    pypy3 -m venv .venv-pypy
-  fi
-  stamp=.venv-pypy/.mdriver-installed
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv-pypy/bin/python -c 'import mdriver, sqlglot, pymysql, pytest, etcd3gw, cryptography, yaml' >/dev/null 2>&1; then
-    say "installing mdriver and its Python dependencies into .venv-pypy"
-    .venv-pypy/bin/python -m pip install -q --upgrade pip || say "could not upgrade pip in .venv-pypy; continuing"
-    .venv-pypy/bin/python -m pip install -q --prefer-binary -e '.[test,etcd,sqlalchemy]'
-    printf '%s\n' "$want" > "$stamp"
-  else
-    say "Python packages up to date in .venv-pypy"
-  fi
+  venv pypy3 .venv-pypy test,etcd,sqlalchemy --prefer-binary
 else
   say "no pypy3 here: the proxy runs on CPython only (install Debian's pypy3 for its faster runtime)"
 fi
