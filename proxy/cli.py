@@ -7,6 +7,7 @@ import gc
 import os
 import logging
 import signal
+import socket
 import sys
 import time
 
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, how long running statements may take to finish (default %(default)s)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="worker processes sharing the listening port (SO_REUSEPORT); each has its own backend pools, "
+                   help="worker processes; this process accepts and hands each connection to the worker with the "
+                        "fewest open ones; each worker has its own backend pools, "
                         "so a datasource may get up to N x max_connections connections; worker i serves metrics on "
                         "the metrics port + i (default %(default)s)")
     p.add_argument("--backend-statements", type=int, default=1024, metavar="N",
@@ -86,7 +88,7 @@ def _load(source: str):
         return None, str(e)
 
 
-async def _serve(config, args, listen, worker: int = 0) -> int:
+async def _serve(config, args, listen, worker: int = 0, handoff_fd: int | None = None) -> int:
     from mdriver.config.watch import ConfigWatcher
     from proxy.server import ProxyServer, ServerOptions
 
@@ -102,9 +104,11 @@ async def _serve(config, args, listen, worker: int = 0) -> int:
         print(f"mdriver-proxy: invalid config: {e}", file=sys.stderr)
         return 2
     options = ServerOptions(listen_host=listen[0] if listen else None, listen_port=listen[1] if listen else None,
-                            auth_plugin=args.auth_plugin, worker=worker, workers=args.workers,
+                            auth_plugin=args.auth_plugin, worker=worker, workers=args.workers, handoff_fd=handoff_fd,
                             backend_statements=max(args.backend_statements, 0))
     server = ProxyServer(config, options, loop)
+    stop = asyncio.Event()
+    server.parent_gone = stop.set
     try:
         await server.start()
     except OSError as e:
@@ -115,7 +119,6 @@ async def _serve(config, args, listen, worker: int = 0) -> int:
         server.pools.close()
         watcher.stop()
         return 1
-    stop = asyncio.Event()
     log = logging.getLogger("mdriver.proxy")
 
     def refused(revision: str, problem: str) -> None:
@@ -192,25 +195,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_workers(config, args, listen, run) -> int:
-    """Fork workers that share the port; forward signals; restart a worker that dies."""
+    """Fork workers; accept here and hand each connection to the least busy one; forward signals; restart a dead worker."""
+    from proxy.handoff import Dispatcher, channel
+
     log = logging.getLogger("mdriver.proxy")
-    port = listen[1] if listen else config.proxy.listen_port
-    if port == 0:
-        print("mdriver-proxy: --workers needs a fixed port (not 0)", file=sys.stderr)
-        return 2
+    host, port = listen or (config.proxy.listen_host, config.proxy.listen_port)
+    try:
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
+    except OSError as e:
+        print(f"mdriver-proxy: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    listen = (host, listener.getsockname()[1])  # port 0: the workers name the real one
+    dispatcher = Dispatcher(listener, args.workers)
     children: dict[int, tuple[int, float]] = {}
     stopping = False
 
     def spawn(i: int) -> None:
+        parent_end, worker_end = channel()
         pid = os.fork()
         if pid == 0:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            parent_end.close()
+            dispatcher.forget()
             try:
-                code = run(_serve(config, args, listen, worker=i))
+                code = run(_serve(config, args, listen, worker=i, handoff_fd=worker_end.detach()))
             except KeyboardInterrupt:
                 code = 130
             os._exit(code)
+        worker_end.close()
+        dispatcher.attach(i, parent_end)
         children[pid] = (i, time.monotonic())
 
     def forward(signum, frame) -> None:
@@ -229,22 +243,31 @@ def _run_workers(config, args, listen, run) -> int:
         spawn(i)
     status = 0
     while children:
-        try:
-            pid, code = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        i, started = children.pop(pid, (None, 0.0))
-        if i is None or stopping:
-            continue
-        if time.monotonic() - started < 2.0:
-            log.error("worker %d failed at startup (status %d); stopping", i, code)
-            status = 1
-            forward(signal.SIGTERM, None)
-            continue
-        log.error("worker %d exited unexpectedly (status %d); restarting it", i, code)
-        spawn(i)
+        if stopping:
+            dispatcher.stop_accepting()
+        dispatcher.poll(0.2)
+        while children:
+            try:
+                pid, code = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children.clear()
+                break
+            if pid == 0:
+                break
+            i, started = children.pop(pid, (None, 0.0))
+            if i is None:
+                continue
+            dispatcher.detach(i)
+            if stopping:
+                continue
+            if time.monotonic() - started < 2.0:
+                log.error("worker %d failed at startup (status %d); stopping", i, code)
+                status = 1
+                forward(signal.SIGTERM, None)
+                continue
+            log.error("worker %d exited unexpectedly (status %d); restarting it", i, code)
+            spawn(i)
+    dispatcher.close()
     return status
 
 

@@ -192,6 +192,7 @@ class ClientConnection(asyncio.Protocol):
         if self._auth_timer is not None:
             self._auth_timer.cancel()
         srv = self.server
+        srv.client_closed()
         if self.counted:
             self.counted = False
             srv.limits.closed()

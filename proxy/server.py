@@ -15,6 +15,7 @@ from mdriver.config.model import Config
 from mdriver.wire import auth
 from proxy.frontend import ClientConnection
 from proxy.guard import StatementGuard
+from proxy.handoff import Inbox
 from proxy.limits import ClientLimits, LimitSettings
 from proxy.metrics import ProxyMetrics, serve_metrics
 from proxy.pool import Pools, PoolSettings
@@ -39,8 +40,9 @@ class ServerOptions:
     recovery_interval: float = 60.0  # XA recovery period; 0 turns it off
     recovery_grace: float = 30.0
     pool: PoolSettings | None = None
-    worker: int = 0  # index of this process when several share the listening port (SO_REUSEPORT)
+    worker: int = 0  # index of this process when several share the listening port
     workers: int = 1
+    handoff_fd: int | None = None  # with --workers: the channel on which the parent passes accepted sockets (proxy.handoff)
     backend_statements: int = 1024  # prepared statements kept per backend connection (proxy.stmtcache); 0: text only
 
 
@@ -84,6 +86,8 @@ class ProxyServer:
         self.started = self.loop.time()
         self._next_id = 0
         self._server: asyncio.AbstractServer | None = None
+        self._inbox: Inbox | None = None
+        self.parent_gone = lambda: None  # with --workers: what to do when the parent process has died (stop)
         self._metrics_server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -117,10 +121,10 @@ class ProxyServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await self.loop.create_server(lambda: ClientConnection(self), self.listen_host, self.listen_port,
-                                                     reuse_address=True, reuse_port=self.options.workers > 1, backlog=1024)
-        sock = self._server.sockets[0]
-        self.listen_port = sock.getsockname()[1]
+        if self.options.handoff_fd is None:
+            self._server = await self.loop.create_server(lambda: ClientConnection(self), self.listen_host, self.listen_port,
+                                                         reuse_address=True, backlog=1024)
+            self.listen_port = self._server.sockets[0].getsockname()[1]
         p = self.config.proxy
         if self.options.metrics and p.metrics_port is not None:
             # with several workers, worker i serves its own metrics on metrics_port + i
@@ -128,9 +132,12 @@ class ProxyServer:
             try:
                 self._metrics_server = await serve_metrics(self.metrics, host, port)
             except OSError as e:
-                self._server.close()
+                if self._server is not None:
+                    self._server.close()
                 raise OSError(e.errno, f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
         self.accepting = True
+        if self.options.handoff_fd is not None:  # only now: a socket handed over earlier would be refused
+            self._inbox = Inbox(self.options.handoff_fd, self.loop, lambda: ClientConnection(self), lambda: self.parent_gone())
         self._tasks.append(self.loop.create_task(self._housekeeping()))
         if self.options.recovery_interval > 0 and self.options.worker == 0:
             self._tasks.append(self.loop.create_task(self._recovery_loop()))
@@ -170,6 +177,8 @@ class ProxyServer:
         self.accepting = False
         if self._server is not None:
             self._server.close()
+        if self._inbox is not None:
+            self._inbox.close()
         for client in list(self.clients):
             if client.busy:
                 client.closing = True
@@ -194,6 +203,11 @@ class ProxyServer:
         if self._server is not None:
             await self._server.wait_closed()
         log.info("mdriver proxy stopped")
+
+    def client_closed(self) -> None:
+        """Every client connection ends here once; the parent of --workers counts them to balance new ones."""
+        if self._inbox is not None:
+            self._inbox.report_closed()
 
     def reload(self, config: Config) -> None:
         """Switch to a new validated config: new routers, pools kept where datasources are unchanged.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -246,3 +247,75 @@ def test_the_start_up_line_names_the_runtime(cli_proxy):
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
         expected = f"(CPython {v.major}.{v.minor}.{v.micro}, {loop})"
     assert line == f"mdriver-proxy listening on 127.0.0.1:{p.port} {expected}"
+
+
+def _worker_of(conn) -> int:
+    return conn.thread_id() >> 24  # connection ids carry the worker index in their top byte
+
+
+def test_workers_get_connections_evenly_and_closes_count(cli_proxy):
+    # SO_REUSEPORT's address hash would put 8 connections 4/4 on two workers only 27% of the time
+    p = cli_proxy("--workers", "2", metrics=None)
+    conns = [p.connect() for _ in range(8)]
+    by_worker = {0: [], 1: []}
+    for c in conns:
+        by_worker[_worker_of(c)].append(c)
+    assert [len(v) for v in by_worker.values()] == [4, 4]
+    for c in by_worker[1][:3]:  # worker 1 now has 1 open, worker 0 has 4: the next three go to worker 1
+        c.close()
+    time.sleep(0.5)  # the close reports travel to the parent
+    fresh = [p.connect() for _ in range(3)]
+    assert [_worker_of(c) for c in fresh] == [1, 1, 1]
+    for c in fresh:
+        with c.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM user_relation WHERE uid = 5")
+            assert cur.fetchone()[0] >= 0
+    for c in fresh + by_worker[0] + by_worker[1][3:]:
+        c.close()
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(20) == 0
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except OSError:
+                continue
+    return kids
+
+
+def test_a_killed_worker_is_replaced_and_a_killed_parent_stops_the_workers(cli_proxy):
+    p = cli_proxy("--workers", "2", metrics=None)
+    deadline = time.monotonic() + 10
+    while len(workers := _children(p.proc.pid)) < 2:
+        assert time.monotonic() < deadline, p.output()
+        time.sleep(0.05)
+    time.sleep(2.5)  # a worker that dies within 2 s of its start stops the proxy (a startup failure)
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while not (m := re.search(r"worker (\d) exited unexpectedly", p.output())):  # reaped: nothing is handed to it now
+        assert time.monotonic() < deadline, p.output()
+        time.sleep(0.05)
+    killed = int(m.group(1))
+    seen = set()
+    while killed not in seen:  # the other worker takes the connections until the new one is in the rotation
+        c = p.connect()
+        seen.add(_worker_of(c))
+        c.close()
+        assert time.monotonic() < deadline, p.output()
+        time.sleep(0.1)
+    assert len(_children(p.proc.pid)) == 2
+    workers = _children(p.proc.pid)
+    p.proc.kill()  # no SIGTERM to forward: the workers notice the closed channel and stop by themselves
+    p.proc.wait()
+    deadline = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+              for w in workers):
+        assert time.monotonic() < deadline, p.output()
+        time.sleep(0.1)
+    assert "the parent process is gone" in p.output()
