@@ -14,8 +14,8 @@ targets, interleaved and repeated:
 It prints medians and ratios (proxy/direct, proxy/relay; also the median and
 range of the per-round proxy/relay ratios, steadier when the machine's speed
 drifts between rounds), the proxy's CPU time per query from /proc/<pid>/stat,
-and the latency the proxy adds at one thread. Each proxy first serves a few
-seconds of point selects that are not counted (plan cache, backend prepared
+and the latency the proxy adds at one thread. Each proxy first serves
+``--warm-up`` seconds of point selects that are not counted (plan cache, backend prepared
 statements, PyPy's JIT). Ratios are what to compare: the machine is shared
 (DESIGN §8).
 A second table shows, per arm, how busy the whole machine was (/proc/stat)
@@ -53,7 +53,6 @@ from mdriver.sharding import locate  # noqa: E402
 SBTEST_CONFIG = os.path.join(ROOT, "config", "sbtest.yaml")
 SBTEST_SCHEMA = os.path.join(ROOT, "tests", "integration", "proxy", "sbtest_schema.sql")
 USER, PASSWORD = "sbtest", "sbtest-secret"
-WARM_SECONDS = 3  # uncounted point selects per proxy before the rounds
 DIRECT_DB = "sbdirect"
 
 
@@ -287,7 +286,8 @@ def run(args) -> dict:
             procs.append(proxy)
             arms[f"proxy-{runtime}"] = (port, "sbtest")
             middle[f"proxy-{runtime}"] = proxy.pid
-            sysbench("oltp_point_select", port, "sbtest", args.threads, WARM_SECONDS, args.table_size)
+            if args.warm_up > 0:
+                sysbench("oltp_point_select", port, "sbtest", args.threads, args.warm_up, args.table_size)
         mariadb_pids = [i.pid for i in instances.values()]
         tests = [("oltp_point_select", args.threads), ("oltp_point_select", 1)]
         if not args.point_select_only:
@@ -382,6 +382,9 @@ def main(argv=None) -> int:
     p.add_argument("--table-size", type=int, default=10000)
     p.add_argument("--point-select-only", action="store_true", help="skip oltp_read_only and oltp_read_write")
     p.add_argument("--proxy-workers", type=int, default=1, help="mdriver-proxy --workers (default %(default)s)")
+    p.add_argument("--warm-up", type=int, default=15, metavar="SECONDS",
+                   help="uncounted point selects per proxy before the rounds: PyPy's JIT and the backend prepared "
+                        "statements of 1024 tables need them; round 1 is otherwise slower (default %(default)s)")
     runtimes_arg(p)
     p.add_argument("--json", metavar="FILE", help="also write all measurements as JSON")
     args = p.parse_args(argv)

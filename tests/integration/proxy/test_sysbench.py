@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -60,6 +62,29 @@ def test_point_select_and_read_only(sbtest_proxy):
     for test in ("oltp_point_select", "oltp_read_only"):
         r = run_sysbench(sbtest_proxy, test, 5)
         assert r["errors"] == 0 and r["qps"] > 0, test
+
+
+def test_oltp_read_write_through_two_workers(sbtest_proxy, mariadb_cluster, tmp_path):
+    """``--workers 2``: the parent hands sysbench's connections to two processes (proxy.handoff)."""
+    port = free_port()
+    path = write_config_with_ports(bench_proxy.SBTEST_CONFIG, str(tmp_path / "workers.yaml"),
+                                   {n: i.port for n, i in mariadb_cluster.instances.items()},
+                                   proxy_listen=f"127.0.0.1:{port}", metrics=f"127.0.0.1:{free_port()}")
+    with open(tmp_path / "workers.log", "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", path, "--workers", "2"], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            bench_proxy.wait_port(port)
+            r = bench_proxy.sysbench("oltp_read_write", port, "sbtest", 4, 10, TABLE_SIZE)
+            assert r["errors"] == 0 and r["tps"] > 0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(30)
+            log.seek(0)
+            output = log.read()
+        assert code == 0, output
+        assert "worker 0" in output and "worker 1" in output
+    assert count_rows(sbtest_proxy) == (TABLE_SIZE, TABLE_SIZE * (TABLE_SIZE + 1) // 2)
 
 
 @pytest.mark.slow
