@@ -110,11 +110,12 @@ class Dispatcher:
                 sock.close()
 
     def poll(self, timeout: float) -> None:
-        for key, _ in self.selector.select(timeout):
-            if key.data is None:
-                self._accept()
-            else:
+        events = self.selector.select(timeout)
+        for key, _ in events:  # close reports and dead workers first, so the hand-offs below know of them
+            if key.data is not None:
                 self._read_closes(key.data)
+        if any(key.data is None for key, _ in events):
+            self._accept()
 
     def _accept(self) -> None:
         while self.listener is not None:
@@ -186,6 +187,8 @@ class Inbox:
                 self.close()
                 self.on_parent_gone()
                 return
+            if not fds:  # the descriptor did not fit (out of descriptors): the kernel closed it; keep the count right
+                self.report_closed()
             for fd in fds:
                 task = self.loop.create_task(self._adopt(socket.socket(fileno=fd)))
                 self._adopting.add(task)

@@ -80,3 +80,25 @@ def test_accepted_sockets_reach_the_least_busy_worker_and_closes_are_counted():
         for e in ends:
             e.close()
         d.close()
+
+
+def test_a_worker_that_died_is_skipped_even_when_a_client_came_first():
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    d = Dispatcher(listener, 2)
+    (p0, w0), (p1, w1) = channel(), channel()
+    d.attach(0, p0)
+    d.attach(1, p1)
+    client = socket.create_connection(("127.0.0.1", port))
+    w0.close()  # worker 0 is gone: its channel is readable (EOF) in the same select as the new client, and later
+    try:
+        d.poll(1.0)
+        d.poll(0.2)
+        assert d.balancer.alive == [False, True] and d.balancer.open == [0, 1]
+        _, fds, _, _ = socket.recv_fds(w1, 16, 1)
+        assert len(fds) == 1
+        socket.socket(fileno=fds[0]).close()
+    finally:
+        client.close()
+        w1.close()
+        d.close()
