@@ -347,10 +347,13 @@ class Executor:
             self.preludes_done(conn, q, prelude_handlers)
         if q.write and s.txn is not None:
             s.txn.mark_written(q.datasource)
-        if relay.error is None and relay.insert_id:
-            s.last_insert_id = relay.insert_id
-        elif relay.error is not None and relay.error.errno in TXN_ABORTING_ERRNOS and s.txn is not None:
-            self.txn_aborted = True
+        if relay.error is None:
+            if relay.insert_id:
+                s.last_insert_id = relay.insert_id
+        elif not relay.retry:  # relayed to the client: count it with the proxy's own errors
+            self.server.metrics.error(relay.error.errno)
+            if relay.error.errno in TXN_ABORTING_ERRNOS and s.txn is not None:
+                self.txn_aborted = True
         self.after_backend(conn, relay.status, relay.warnings)
 
     async def abort_transaction(self) -> None:

@@ -190,9 +190,12 @@ def test_metrics_endpoint(cli_proxy):
             cur.execute("SELECT COUNT(*) FROM user_relation")
             with pytest.raises(pymysql.err.MySQLError):
                 cur.execute("DELETE FROM user_relation")
+            with pytest.raises(pymysql.err.OperationalError):  # the backend's error, relayed as is
+                cur.execute("SELECT no_such_column FROM user_relation WHERE uid = 5")
     finally:
         conn.close()
     text = urllib.request.urlopen(f"http://127.0.0.1:{p.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'mdriver_proxy_errors_total{code="1054"} 1.0' in text  # backend errors count too
     assert 'mdriver_proxy_statements_total{route="single",type="select"}' in text
     assert 'mdriver_proxy_statements_total{route="scatter",type="select"}' in text
     assert 'mdriver_proxy_errors_total{code="1290"} 1.0' in text

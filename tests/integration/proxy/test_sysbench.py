@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
 from mdriver.config import load_config
+from mdriver.err import ER_LOCK_DEADLOCK
 from mdriver.sandbox.cluster import free_port
 from mdriver.sandbox.configfile import write_config_with_ports
 
@@ -41,6 +45,32 @@ def run_sysbench(proxy, test: str, seconds: int, threads: int = 4) -> dict:
     return bench_proxy.sysbench(test, proxy.port, "sbtest", threads, seconds, TABLE_SIZE)
 
 
+def errors_sent(proxy) -> dict[int, int]:
+    return dict(proxy.server.metrics.errors)
+
+
+def check_errors(result: dict, before: dict[int, int], after: dict[int, int]) -> None:
+    """No error but InnoDB deadlocks, and sysbench's ignored errors are exactly those.
+
+    sysbench rolls a deadlocked transaction back and runs another (its default
+    --mysql-ignore-errors). Through the proxy a transaction holds its locks
+    about 15 times longer than on MariaDB directly (XA across both servers,
+    two hops per statement), so two threads that update the same hot ids in
+    opposite order deadlock now and then: about once a minute here.
+    """
+    sent = {code: n - before.get(code, 0) for code, n in after.items() if n != before.get(code, 0)}
+    assert set(sent) <= {ER_LOCK_DEADLOCK}, sent
+    assert result["errors"] == sent.get(ER_LOCK_DEADLOCK, 0), (result, sent)
+
+
+def run_read_write(proxy, seconds: int) -> dict:
+    before = errors_sent(proxy)
+    r = run_sysbench(proxy, "oltp_read_write", seconds)
+    check_errors(r, before, errors_sent(proxy))
+    assert r["tps"] > 0
+    return r
+
+
 def count_rows(proxy) -> int:
     conn = proxy.connect(user="sbtest", password="sbtest-secret", database="sbtest", autocommit=True)
     try:
@@ -52,8 +82,7 @@ def count_rows(proxy) -> int:
 
 
 def test_oltp_read_write_short(sbtest_proxy):
-    r = run_sysbench(sbtest_proxy, "oltp_read_write", 10)
-    assert r["errors"] == 0 and r["tps"] > 0
+    run_read_write(sbtest_proxy, 10)
     # oltp_read_write deletes and re-inserts the same ids: the table is unchanged in size.
     assert count_rows(sbtest_proxy) == (TABLE_SIZE, TABLE_SIZE * (TABLE_SIZE + 1) // 2)
 
@@ -64,19 +93,38 @@ def test_point_select_and_read_only(sbtest_proxy):
         assert r["errors"] == 0 and r["qps"] > 0, test
 
 
+def worker_errors(metrics_port: int, workers: int = 2) -> dict[int, int]:
+    """Errors sent to clients by code, summed over the workers' metrics endpoints (worker i: port + i)."""
+    total: dict[int, int] = {}
+    for i in range(workers):
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + i}/metrics", timeout=5).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"worker {i} serves no metrics"
+                time.sleep(0.1)
+        for code, n in re.findall(r'^mdriver_proxy_errors_total\{code="(\d+)"\} ([\d.]+)$', text, re.M):
+            total[int(code)] = total.get(int(code), 0) + int(float(n))
+    return total
+
+
 def test_oltp_read_write_through_two_workers(sbtest_proxy, mariadb_cluster, tmp_path):
     """``--workers 2``: the parent hands sysbench's connections to two processes (proxy.handoff)."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     path = write_config_with_ports(bench_proxy.SBTEST_CONFIG, str(tmp_path / "workers.yaml"),
                                    {n: i.port for n, i in mariadb_cluster.instances.items()},
-                                   proxy_listen=f"127.0.0.1:{port}", metrics=f"127.0.0.1:{free_port()}")
+                                   proxy_listen=f"127.0.0.1:{port}", metrics=f"127.0.0.1:{metrics_port}")
     with open(tmp_path / "workers.log", "w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--config", path, "--workers", "2"], cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)
         try:
             bench_proxy.wait_port(port)
+            before = worker_errors(metrics_port)
             r = bench_proxy.sysbench("oltp_read_write", port, "sbtest", 4, 10, TABLE_SIZE)
-            assert r["errors"] == 0 and r["tps"] > 0
+            check_errors(r, before, worker_errors(metrics_port))
+            assert r["tps"] > 0
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(30)
@@ -89,9 +137,8 @@ def test_oltp_read_write_through_two_workers(sbtest_proxy, mariadb_cluster, tmp_
 
 @pytest.mark.slow
 def test_oltp_read_write_60s(sbtest_proxy):
-    r = run_sysbench(sbtest_proxy, "oltp_read_write", 60)
+    r = run_read_write(sbtest_proxy, 60)
     print("oltp_read_write 60 s through the proxy:", r)
-    assert r["errors"] == 0 and r["tps"] > 0
     assert count_rows(sbtest_proxy) == (TABLE_SIZE, TABLE_SIZE * (TABLE_SIZE + 1) // 2)
 
 
