@@ -18,6 +18,7 @@ import asyncio
 import logging
 import selectors
 import socket
+import time
 from typing import Callable
 
 log = logging.getLogger("mdriver.proxy")
@@ -123,8 +124,9 @@ class Dispatcher:
                 conn, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # e.g. EMFILE: leave the rest in the backlog for the next round
+            except OSError as e:  # e.g. EMFILE: leave the rest in the backlog; pause so as not to spin on it
                 log.error("accept failed: %s", e)
+                time.sleep(0.1)
                 return
             with conn:
                 self._hand(conn)
