@@ -104,7 +104,7 @@ async def _serve(config, args, listen, worker: int = 0, handoff_fd: int | None =
         print(f"mdriver-proxy: invalid config: {e}", file=sys.stderr)
         return 2
     options = ServerOptions(listen_host=listen[0] if listen else None, listen_port=listen[1] if listen else None,
-                            auth_plugin=args.auth_plugin, worker=worker, workers=args.workers, handoff_fd=handoff_fd,
+                            auth_plugin=args.auth_plugin, worker=worker, handoff_fd=handoff_fd,
                             backend_statements=max(args.backend_statements, 0))
     server = ProxyServer(config, options, loop)
     stop = asyncio.Event()

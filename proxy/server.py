@@ -40,8 +40,7 @@ class ServerOptions:
     recovery_interval: float = 60.0  # XA recovery period; 0 turns it off
     recovery_grace: float = 30.0
     pool: PoolSettings | None = None
-    worker: int = 0  # index of this process when several share the listening port
-    workers: int = 1
+    worker: int = 0  # index of this process among --workers (the top byte of its connection ids)
     handoff_fd: int | None = None  # with --workers: the channel on which the parent passes accepted sockets (proxy.handoff)
     backend_statements: int = 1024  # prepared statements kept per backend connection (proxy.stmtcache); 0: text only
 
@@ -87,7 +86,7 @@ class ProxyServer:
         self._next_id = 0
         self._server: asyncio.AbstractServer | None = None
         self._inbox: Inbox | None = None
-        self.parent_gone = lambda: None  # with --workers: what to do when the parent process has died (stop)
+        self.parent_gone = lambda: None  # with --workers: what to do when the parent process has died (set before start)
         self._metrics_server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
@@ -137,7 +136,7 @@ class ProxyServer:
                 raise OSError(e.errno, f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from None
         self.accepting = True
         if self.options.handoff_fd is not None:  # only now: a socket handed over earlier would be refused
-            self._inbox = Inbox(self.options.handoff_fd, self.loop, lambda: ClientConnection(self), lambda: self.parent_gone())
+            self._inbox = Inbox(self.options.handoff_fd, self.loop, lambda: ClientConnection(self), self.parent_gone)
         self._tasks.append(self.loop.create_task(self._housekeeping()))
         if self.options.recovery_interval > 0 and self.options.worker == 0:
             self._tasks.append(self.loop.create_task(self._recovery_loop()))
