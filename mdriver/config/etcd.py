@@ -254,6 +254,8 @@ class _Session(requests.Session):
 
 # A TLS handshake refused for want of a client certificate: CPython's ssl says one of the first two, PyPy's the last.
 _NO_CLIENT_CERT = ("eof occurred", "certificate required", "bad certificate")
+# how plain HTTP to a TLS port fails: etcd answers 400 and closes, which the client sees as one or the other
+_PLAIN_TO_TLS = ("remote end closed", "connection reset")
 
 
 class EtcdSource:
@@ -347,7 +349,7 @@ class EtcdSource:
         host, port = self.endpoints[index]
         reason = _reason(exc)
         low = reason.lower()
-        if not self.access.tls and "remote end closed" in low:
+        if not self.access.tls and any(m in low for m in _PLAIN_TO_TLS):
             reason += " (if etcd serves TLS, add tls=1 or ca=FILE to the URL)"
         elif self.access.tls and not self.access.cert and any(m in low for m in _NO_CLIENT_CERT):
             reason += " (if etcd requires client certificates, add cert=FILE&key=FILE to the URL)"
